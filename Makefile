@@ -1,0 +1,51 @@
+# Front door of the course repository. Every target sets itself up (virtual env, install, data).
+#   make run    train the Session 2 reference model and print its results
+#   make test   the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# nbgrader calls `alembic` from PATH, so the venv's bin goes first.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help setup data run test test-fast bench clean
+
+help:
+	@echo "make run        train the Session 2 reference model (set-up included) and print its results"
+	@echo "make test       run the whole test suite (set-up included)"
+	@echo "make test-fast  the suite without the slow (training) tests"
+	@echo "make setup      create $(VENV) and install the course package (editable)"
+	@echo "make data       provision and verify MNIST under ./data (or \$$COURSE_DATA)"
+	@echo "make bench      pipeline speed: seed-style DataLoader vs the in-memory pipeline"
+
+$(STAMP): pyproject.toml
+	@echo ">> creating $(VENV) and installing the course package (about 2 minutes the first time)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip > $(VENV)/install.log 2>&1 \
+		|| { cat $(VENV)/install.log; exit 1; }
+	@$(PY) -m pip install --disable-pip-version-check -e . >> $(VENV)/install.log 2>&1 \
+		|| { tail -n 40 $(VENV)/install.log; echo "pip install failed: full log in $(VENV)/install.log"; exit 1; }
+	@$(PY) -c "import torch, torchvision, course_utils; print('>> torch', torch.__version__, '| torchvision', torchvision.__version__)"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+data: setup
+	@$(PY) -m course_utils data
+
+run: data
+	@$(PY) -m course_utils train session2
+
+test: data
+	@$(PY) -m pytest
+
+test-fast: data
+	@$(PY) -m pytest -m "not slow"
+
+bench: data
+	@$(PY) benchmarks/pipeline_speed.py
+
+clean:
+	rm -rf runs .pytest_cache

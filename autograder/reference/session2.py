@@ -1,0 +1,63 @@
+"""Session 2 reference networks and their training configs.
+
+``SeedNet`` is the course documents' final Session 2 network, unchanged (9,920 parameters):
+conv blocks Conv -> ReLU -> BN -> Dropout(0.05), a 1x1 transition and max-pool after receptive
+field 5, global average pooling and a 1x1 conv to 10 classes; no bias, no fully connected layer.
+
+``Session2Net`` is the same layout with channel-wise dropout (``Dropout2d``): same parameters,
+same role, but on this CPU element-wise dropout's mask generation cost ~40% of a training step.
+"""
+from __future__ import annotations
+
+import torch.nn as nn
+import torch.nn.functional as F
+
+from course_utils.config import TrainConfig
+
+
+def conv_block(c_in: int, c_out: int, *, padding: int = 0, dropout: float = 0.05, channelwise: bool = True):
+    """3x3 conv (no bias: BN follows) -> ReLU -> BatchNorm -> Dropout."""
+    drop = nn.Dropout2d(dropout) if channelwise else nn.Dropout(dropout)
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=padding, bias=False), nn.ReLU(),
+                         nn.BatchNorm2d(c_out), drop)
+
+
+class SeedNet(nn.Module):
+    """The documents' 9,920-parameter network (element-wise dropout), output log-probabilities."""
+
+    channelwise = False
+
+    def __init__(self, dropout: float = 0.05):
+        super().__init__()
+        cw = self.channelwise
+        self.features = nn.Sequential(
+            conv_block(1, 16, dropout=dropout, channelwise=cw),    # 26x26, RF 3
+            conv_block(16, 16, dropout=dropout, channelwise=cw),   # 24x24, RF 5
+            nn.Conv2d(16, 16, 1, bias=False), nn.ReLU(),           # 24x24, transition
+            nn.MaxPool2d(2),                                       # 12x12, RF 6
+            conv_block(16, 16, dropout=dropout, channelwise=cw),   # 10x10, RF 10
+            conv_block(16, 16, dropout=dropout, channelwise=cw),   # 8x8,   RF 14
+            conv_block(16, 10, dropout=dropout, channelwise=cw),   # 6x6,   RF 18
+            conv_block(10, 10, padding=1, dropout=dropout, channelwise=cw),  # 6x6, RF 22
+            nn.AvgPool2d(6),                                       # 1x1 (global average pooling)
+            nn.Conv2d(10, 10, 1, bias=False),                      # 10 class scores, no ReLU/BN after
+        )
+
+    def forward(self, x):
+        return F.log_softmax(self.features(x).flatten(1), dim=1)
+
+
+class Session2Net(SeedNet):
+    """``SeedNet`` with channel-wise dropout: the Session 2 reference solution."""
+
+    channelwise = True
+
+
+SESSION2_CONFIG = TrainConfig(
+    name="session2", epochs=14, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True,
+    scheduler="onecycle", pct_start=0.25, rotation=7.0, seed=1,
+    notes="Session 2 reference: OneCycle to 0.1, +/-7 degree rotation, batch 128")
+
+SEED_CONFIG = TrainConfig(
+    name="seed-style", epochs=15, batch_size=64, optimizer="sgd", lr=0.01, momentum=0.9, scheduler="none",
+    channels_last=False, notes="The documents' recipe: SGD 0.01, no schedule, no augmentation")

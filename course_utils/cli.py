@@ -1,0 +1,116 @@
+"""``python -m course_utils`` / ``course``: data, train, info.
+
+Every command prints what it does; failures print one clear line (exit status 1), not a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+
+def _reference_runs() -> dict:
+    try:
+        from autograder.reference import REFERENCE_RUNS
+    except ImportError:
+        raise SystemExit("error: the reference configs are instructor material (autograder/reference) and are "
+                         "not in this copy of the course; train your own model from the notebook instead") from None
+    return REFERENCE_RUNS
+
+
+def _load_model_class(spec: str):
+    """``name`` of a reference run, or ``package.module:ClassName``."""
+    if ":" not in spec:
+        runs = _reference_runs()
+        if spec not in runs:
+            raise SystemExit(f"error: unknown model {spec!r}; use one of {sorted(runs)} or module:Class")
+        return runs[spec][0]
+    module, _, attr = spec.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise SystemExit(f"error: cannot load {spec!r}: {e}") from None
+    return obj
+
+
+def cmd_data(args) -> int:
+    from .data import MNISTUnavailable, ensure_mnist, raw_dir
+
+    try:
+        root = ensure_mnist(args.root, allow_download=not args.offline)
+    except MNISTUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"MNIST ready and verified (MD5) in {raw_dir(root)}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .engine import TARGET_ACCURACY, fit
+
+    runs = _reference_runs()
+    if args.name not in runs:
+        print(f"error: unknown reference run {args.name!r}; choose from: {', '.join(sorted(runs))}", file=sys.stderr)
+        return 1
+    model_cls, config = runs[args.name]
+    changes = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
+    config = config.replace(**changes)
+    result = fit(model_cls, None, config, runs_dir=args.runs_dir, progress=not args.no_progress)
+    m = result.metrics
+    tail = [h["test_accuracy"] for h in result.history[-3:]]
+    print()
+    print(f"Results of {config.name!r} (seed {config.seed}, {m['parameters']:,} parameters, "
+          f"{m['epochs_run']} epochs, {sum(m['seconds_per_epoch']):.0f} s):")
+    print(f"  final test accuracy   {m['final_test_accuracy']:.2f}%")
+    print(f"  best test accuracy    {m['best_test_accuracy']:.2f}% (epoch {m['best_epoch']})")
+    print(f"  last 3 epochs         {', '.join(f'{a:.2f}%' for a in tail)}")
+    first = m["first_epoch_at_target"]
+    print(f"  first epoch >= {TARGET_ACCURACY}%  {first if first else 'never'}")
+    print(f"  run record            {result.run_dir}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .inspection import describe, parameter_table
+
+    obj = _load_model_class(args.model)
+    model = obj() if isinstance(obj, type) or callable(obj) else obj
+    print(describe(model))
+    print()
+    print(parameter_table(model))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="course", description="MNIST 99.4% under 10k parameters: course tools")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("data", help="make MNIST available and verified under the data root")
+    d.add_argument("--root", help="data root (default: $COURSE_DATA or ./data)")
+    d.add_argument("--offline", action="store_true", help="skip torchvision's network download")
+    d.set_defaults(func=cmd_data)
+
+    t = sub.add_parser("train", help="train a named reference configuration and print its results")
+    t.add_argument("name", help="reference run name, e.g. session2")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--runs-dir", help="where run records go (default: $COURSE_RUNS or ./runs)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
+    t.set_defaults(func=cmd_train)
+
+    i = sub.add_parser("info", help="parameter table, FC layers and receptive field of a model")
+    i.add_argument("model", help="reference run name (e.g. session2) or package.module:ClassName")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1

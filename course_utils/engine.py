@@ -1,0 +1,350 @@
+"""The one training loop of the course: ``fit`` trains, ``evaluate`` measures, run records persist.
+
+Every notebook and grader calls these instead of writing its own loop. A run writes a folder under
+the runs directory (``$COURSE_RUNS`` or ``./runs``, gitignored)::
+
+    runs/<name>-<YYYYmmdd-HHMMSS>-s<seed>/
+        config.json    the frozen TrainConfig
+        metrics.json   per-epoch history, best/final test accuracy, parameters, timings, versions
+        model.pt       the final state_dict (the checkpoint graders evaluate)
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import TrainConfig
+from .inspection import count_parameters
+from .loader import MNISTData, data_for
+from .seed import seed_everything
+
+RUNS_ENV = "COURSE_RUNS"
+TARGET_ACCURACY = 99.4
+
+Penalty = Callable[[nn.Module], torch.Tensor]
+
+
+def runs_root(runs_dir: str | os.PathLike | None = None) -> Path:
+    """Where run records go: the argument, else ``$COURSE_RUNS``, else ``./runs``."""
+    return Path(runs_dir or os.environ.get(RUNS_ENV) or "runs").expanduser().resolve()
+
+
+@dataclass
+class EvalResult:
+    """Accuracy in percent, mean loss, and per-image predictions/targets of one pass over a loader."""
+
+    accuracy: float
+    loss: float
+    predictions: torch.Tensor
+    targets: torch.Tensor
+
+    @property
+    def correct(self) -> int:
+        return int((self.predictions == self.targets).sum())
+
+    @property
+    def wrong_indices(self) -> torch.Tensor:
+        return (self.predictions != self.targets).nonzero().flatten()
+
+
+@dataclass
+class RunResult:
+    """What ``fit`` returns: the trained model, its per-epoch history and where the record lives."""
+
+    model: nn.Module
+    config: TrainConfig
+    history: list[dict]
+    metrics: dict
+    run_dir: Path | None = None
+
+    @property
+    def best_test_accuracy(self) -> float:
+        return self.metrics["best_test_accuracy"]
+
+    @property
+    def final_test_accuracy(self) -> float:
+        return self.metrics["final_test_accuracy"]
+
+    def __repr__(self) -> str:
+        return (f"RunResult({self.config.name!r}, epochs={len(self.history)}, "
+                f"best={self.best_test_accuracy:.2f}%, final={self.final_test_accuracy:.2f}%, "
+                f"params={self.metrics['parameters']:,}, run_dir={str(self.run_dir)!r})")
+
+
+def _as_loader(data):
+    return data.test if isinstance(data, MNISTData) else data
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data, *, device: str | torch.device = "cpu") -> EvalResult:
+    """Accuracy and loss of ``model`` on ``data`` (an ``MNISTData``, whose test split is used, or any
+    iterable of ``(x, y)`` batches). The model is put in eval mode; its mode is restored after."""
+    loader = _as_loader(data)
+    was_training = model.training
+    model.eval()
+    total_loss, preds, targets = 0.0, [], []
+    try:
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            out = model(x)
+            _check_output(out, x, y)
+            total_loss += F.cross_entropy(out, y, reduction="sum").item()
+            preds.append(out.argmax(1).cpu())
+            targets.append(y.cpu())
+    finally:
+        model.train(was_training)
+    predictions, targets = torch.cat(preds), torch.cat(targets)
+    n = len(targets)
+    return EvalResult(100.0 * (predictions == targets).sum().item() / n, total_loss / n, predictions, targets)
+
+
+def _check_output(out, x, y) -> None:
+    if not isinstance(out, torch.Tensor) or out.shape != (len(x), 10):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"The model must return one row of 10 class scores per image: expected shape "
+                         f"({len(x)}, 10) for a batch of {len(x)}, got {shape}. Check the last conv "
+                         "(10 output channels), the global average pooling and the final flatten/view.")
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+                               weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
+    """Returns ``(scheduler, per_batch)``; ``per_batch`` says whether to step it every batch."""
+    if config.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma), False
+    if config.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+            pct_start=config.pct_start, div_factor=config.div_factor,
+            final_div_factor=config.final_div_factor), True
+    return None, False
+
+
+def _progress(iterable, total, desc, enabled):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5)
+
+
+def _say(msg: str, enabled: bool) -> None:
+    if enabled:
+        from tqdm.auto import tqdm
+
+        tqdm.write(msg)
+
+
+def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, config: TrainConfig, *,
+        penalties: Mapping[str, Penalty] | None = None, runs_dir: str | os.PathLike | None = None,
+        record: bool = True, progress: bool = True, verbose: bool = True,
+        device: str | torch.device = "cpu", max_steps: int | None = None) -> RunResult:
+    """Train ``model`` on ``data`` as ``config`` says, evaluating on the test split after every epoch.
+
+    ``model`` may be a module or a zero-argument factory (a class); a factory is built after
+    ``seed_everything(config.seed)`` so the initial weights follow the recorded seed. ``data=None``
+    builds the in-memory MNIST loaders from the config. ``penalties`` maps a name to a callable
+    ``penalty(model) -> scalar tensor`` added to the loss every batch (Session 3's L1/L2); their
+    mean per epoch is recorded. ``max_steps`` stops early (tests). Returns a :class:`RunResult`;
+    with ``record=True`` the run record is written to ``runs_dir``.
+    """
+    seed_everything(config.seed)
+    if not isinstance(model, nn.Module):
+        model = model()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"fit() needs an nn.Module or a factory returning one, got {type(model).__name__}")
+    if data is None:
+        data = data_for(config)
+    elif hasattr(data.train, "generator"):
+        data.train.generator.manual_seed(config.seed)  # shuffling and augmentation follow the seed too
+    penalties = dict(penalties or {})
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, config)
+    steps_per_epoch = len(data.train)
+    scheduler, per_batch = make_scheduler(optimizer, config, steps_per_epoch)
+    n_params = count_parameters(model)
+
+    started = datetime.now(timezone.utc)
+    run_dir = _new_run_dir(runs_root(runs_dir), config, started) if record else None
+    if run_dir is not None:
+        config.save(run_dir / "config.json")
+    _say(f"Training {config.name!r}: {type(model).__name__}, {n_params:,} parameters, {config.epochs} epochs, "
+         f"batch {config.batch_size}, {config.optimizer} lr {config.lr} ({config.scheduler}), seed {config.seed}"
+         + (f", penalties {sorted(penalties)}" if penalties else ""), verbose)
+
+    history: list[dict] = []
+    steps, t_fit = 0, time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum, correct, seen, pen_sums = 0.0, 0, 0, {k: 0.0 for k in penalties}
+        bar = _progress(data.train, steps_per_epoch, f"epoch {epoch}/{config.epochs}", progress)
+        for x, y in bar:
+            x, y = x.to(device), y.to(device)
+            out = model(x)
+            if epoch == 1 and seen == 0:
+                _check_output(out, x, y)
+            loss = F.cross_entropy(out, y, label_smoothing=config.label_smoothing)
+            total = loss
+            for k, pen in penalties.items():
+                value = pen(model)
+                pen_sums[k] += float(value.detach()) * len(y)
+                total = total + value
+            if not torch.isfinite(total):
+                raise FloatingPointError(f"Loss became {total.item()} at epoch {epoch}, step {steps}: lower the "
+                                         "learning rate or the penalty weights, or check the model's output.")
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            if per_batch:
+                scheduler.step()
+            loss_sum += loss.item() * len(y)
+            correct += (out.argmax(1) == y).sum().item()
+            seen += len(y)
+            steps += 1
+            if progress and steps % 20 == 0:
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.2f}")
+            if max_steps is not None and steps >= max_steps:
+                break
+        lr_used = optimizer.param_groups[0]["lr"]
+        if scheduler is not None and not per_batch:
+            scheduler.step()
+        train_time = time.perf_counter() - t0
+        ev = evaluate(model, data.test, device=device)
+        row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": 100.0 * correct / seen,
+               "test_loss": ev.loss, "test_accuracy": ev.accuracy, "lr": lr_used,
+               "train_seconds": train_time, "epoch_seconds": time.perf_counter() - t0, "steps": steps}
+        row.update({f"penalty_{k}": v / seen for k, v in pen_sums.items()})
+        history.append(row)
+        mark = " *" if ev.accuracy >= TARGET_ACCURACY else ""
+        _say(f"epoch {epoch:2d}/{config.epochs}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:6.2f}%"
+             f"  | test loss {ev.loss:.4f} acc {ev.accuracy:6.2f}%{mark}  | {row['epoch_seconds']:5.1f}s", verbose)
+        if max_steps is not None and steps >= max_steps:
+            break
+
+    metrics = summarize(history, config=config, n_params=n_params, penalties=sorted(penalties),
+                        wall_seconds=time.perf_counter() - t_fit, started=started, model=model)
+    result = RunResult(model, config, history, metrics, run_dir)
+    if run_dir is not None:
+        save_record(result)
+    _say(f"Done: best test accuracy {metrics['best_test_accuracy']:.2f}% (epoch {metrics['best_epoch']}), "
+         f"final {metrics['final_test_accuracy']:.2f}%"
+         + (f"; record: {run_dir}" if run_dir else ""), verbose)
+    return result
+
+
+def summarize(history: list[dict], *, config: TrainConfig, n_params: int, penalties=(), wall_seconds=None,
+              started=None, model=None) -> dict:
+    """The ``metrics.json`` content for a finished history."""
+    accs = [h["test_accuracy"] for h in history]
+    best = max(range(len(accs)), key=accs.__getitem__)
+    first = next((h["epoch"] for h in history if h["test_accuracy"] >= TARGET_ACCURACY), None)
+    return {
+        "name": config.name,
+        "seed": config.seed,
+        "epochs_run": len(history),
+        "parameters": n_params,
+        "best_test_accuracy": accs[best],
+        "best_epoch": history[best]["epoch"],
+        "final_test_accuracy": accs[-1],
+        "best_train_accuracy": max(h["train_accuracy"] for h in history),
+        "first_epoch_at_target": first,
+        "target_accuracy": TARGET_ACCURACY,
+        "seconds_per_epoch": [round(h["epoch_seconds"], 3) for h in history],
+        "wall_seconds": wall_seconds,
+        "penalties": list(penalties),
+        "model_class": f"{type(model).__module__}.{type(model).__qualname__}" if model is not None else None,
+        "started_utc": started.isoformat(timespec="seconds") if started else None,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "num_threads": torch.get_num_threads(),
+        "history": history,
+    }
+
+
+def _new_run_dir(root: Path, config: TrainConfig, started: datetime) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in config.name) or "run"
+    base = root / f"{safe}-{started.strftime('%Y%m%d-%H%M%S')}-s{config.seed}"
+    path, i = base, 1
+    while True:
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return path
+        except FileExistsError:
+            i += 1
+            path = base.with_name(f"{base.name}-{i}")
+
+
+def save_record(result: RunResult) -> None:
+    d = result.run_dir
+    (d / "metrics.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
+    state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
+    tmp = d / ".model.pt.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, d / "model.pt")
+
+
+@dataclass
+class RunRecord:
+    """A run record read back from disk."""
+
+    path: Path
+    config: TrainConfig
+    metrics: dict = field(repr=False)
+
+    @property
+    def history(self) -> list[dict]:
+        return self.metrics["history"]
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "model.pt"
+
+    def load_state_dict(self) -> dict:
+        return torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+
+
+def load_record(path: str | os.PathLike) -> RunRecord:
+    """Read ``config.json`` + ``metrics.json`` of a run folder, with a clear error when incomplete."""
+    path = Path(path)
+    missing = [n for n in ("config.json", "metrics.json", "model.pt") if not (path / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{path} is not a complete run record: missing {', '.join(missing)} "
+                                "(was the run interrupted before it finished?)")
+    return RunRecord(path, TrainConfig.load(path / "config.json"), json.loads((path / "metrics.json").read_text()))
+
+
+def find_records(name: str | None = None, runs_dir: str | os.PathLike | None = None) -> list[RunRecord]:
+    """Complete run records under the runs directory (optionally only those of config ``name``),
+    oldest first."""
+    root = runs_root(runs_dir)
+    out = []
+    for d in sorted(root.glob("*/metrics.json")) if root.is_dir() else []:
+        try:
+            rec = load_record(d.parent)
+        except (FileNotFoundError, ValueError, json.JSONDecodeError):
+            continue
+        if name is None or rec.config.name == name:
+            out.append(rec)
+    out.sort(key=lambda r: r.metrics.get("started_utc") or "")
+    return out

@@ -1,0 +1,152 @@
+"""The training engine: learning happens, schedules and penalties work, run records are complete."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from course_utils.config import TrainConfig
+from course_utils.engine import evaluate, find_records, fit, load_record
+from course_utils.loader import mnist_data
+from course_utils.seed import seed_everything
+
+
+class Tiny(nn.Module):
+    """A ~3.4k-parameter conv net: learns MNIST well past chance in a few hundred steps."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 8, 3)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.c2 = nn.Conv2d(8, 16, 3)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.c3 = nn.Conv2d(16, 10, 3)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.c1(x))), 2)
+        x = F.max_pool2d(F.relu(self.bn2(self.c2(x))), 2)
+        return F.adaptive_avg_pool2d(self.c3(x), 1).flatten(1)
+
+
+@pytest.fixture(scope="module")
+def small_data(mnist_tensors):
+    xtr, ytr, xte, yte = mnist_tensors
+    return mnist_data(64, tensors=(xtr[:12800], ytr[:12800], xte[:2000], yte[:2000]), seed=0)
+
+
+def test_training_a_few_hundred_steps_lowers_the_loss(small_data, runs_dir):
+    seed_everything(0)
+    model = Tiny()
+    before = evaluate(model, small_data)
+    cfg = TrainConfig(name="tiny", epochs=2, batch_size=64, lr=0.05, scheduler="onecycle")
+    result = fit(model, small_data, cfg, progress=False, verbose=False)
+    assert result.history[-1]["steps"] == 400
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.final_test_accuracy > max(90.0, before.accuracy + 60), (before.accuracy, result.final_test_accuracy)
+    assert result.history[-1]["test_loss"] < before.loss / 2
+
+
+def test_run_record_holds_config_metrics_and_a_loadable_checkpoint(small_data, runs_dir):
+    cfg = TrainConfig(name="record", epochs=2, batch_size=64, lr=0.05, seed=11)
+    result = fit(Tiny, small_data, cfg, progress=False, verbose=False)
+    rec = load_record(result.run_dir)
+    assert result.run_dir.parent == runs_dir and result.run_dir.name.startswith("record-")
+    assert rec.config == cfg
+    m = json.loads((result.run_dir / "metrics.json").read_text())
+    for key in ("history", "best_test_accuracy", "final_test_accuracy", "epochs_run", "parameters",
+                "seconds_per_epoch", "torch_version", "seed", "best_train_accuracy", "first_epoch_at_target"):
+        assert key in m, key
+    assert m["seed"] == 11 and m["epochs_run"] == len(m["history"]) == 2
+    assert m["parameters"] == sum(p.numel() for p in Tiny().parameters())
+    assert m["final_test_accuracy"] == m["history"][-1]["test_accuracy"]
+    assert m["best_test_accuracy"] == max(h["test_accuracy"] for h in m["history"])
+    assert len(m["seconds_per_epoch"]) == 2 and all(s > 0 for s in m["seconds_per_epoch"])
+    fresh = Tiny()
+    fresh.load_state_dict(rec.load_state_dict())
+    assert evaluate(fresh, small_data).accuracy == pytest.approx(m["final_test_accuracy"])
+    assert [r.path for r in find_records("record")] == [result.run_dir]
+
+
+def test_same_seed_same_run(small_data):
+    cfg = TrainConfig(name="repro", epochs=1, batch_size=64, lr=0.05, rotation=7.0, seed=5)
+    a = fit(Tiny, small_data, cfg, record=False, progress=False, verbose=False, max_steps=30)
+    b = fit(Tiny, small_data, cfg, record=False, progress=False, verbose=False, max_steps=30)
+    for pa, pb in zip(a.model.state_dict().values(), b.model.state_dict().values()):
+        torch.testing.assert_close(pa, pb)
+
+
+def test_penalties_are_added_to_the_loss_and_recorded(small_data):
+    def l1(model):
+        return 0.05 * sum(p.abs().sum() for n, p in model.named_parameters() if n.endswith("weight"))
+
+    cfg = TrainConfig(name="pen", epochs=1, batch_size=64, lr=0.05)
+    plain = fit(Tiny, small_data, cfg, record=False, progress=False, verbose=False, max_steps=150)
+    pen = fit(Tiny, small_data, cfg, penalties={"l1": l1}, record=False, progress=False, verbose=False, max_steps=150)
+    assert "penalty_l1" in pen.history[0] and pen.history[0]["penalty_l1"] > 0
+    assert pen.metrics["penalties"] == ["l1"]
+    norm = lambda m: sum(p.abs().sum().item() for n, p in m.named_parameters() if n.endswith("weight"))  # noqa: E731
+    assert norm(pen.model) < 0.7 * norm(plain.model)
+
+
+@pytest.mark.parametrize("scheduler,expect", [("onecycle", "peak"), ("step", "drop"), ("none", "flat")])
+def test_schedulers_shape_the_learning_rate(mnist_tensors, scheduler, expect):
+    xtr, ytr, xte, yte = mnist_tensors
+    data = mnist_data(64, tensors=(xtr[:1280], ytr[:1280], xte[:500], yte[:500]))
+    cfg = TrainConfig(name="lr", epochs=4, batch_size=64, lr=0.1, scheduler=scheduler, step_size=2, gamma=0.1)
+    r = fit(Tiny, data, cfg, record=False, progress=False, verbose=False)
+    lrs = [h["lr"] for h in r.history]
+    if expect == "flat":
+        assert lrs == [0.1] * len(lrs)
+    elif expect == "drop":
+        assert lrs[:2] == [0.1, 0.1] and lrs[2] == pytest.approx(0.01)
+    else:
+        assert max(lrs) <= 0.1 and lrs[0] < 0.1 and lrs[-1] < max(lrs)
+
+
+def test_adam_trains_too(small_data):
+    cfg = TrainConfig(name="adam", epochs=1, batch_size=64, optimizer="adam", lr=3e-3)
+    r = fit(Tiny, small_data, cfg, record=False, progress=False, verbose=False, max_steps=150)
+    assert r.final_test_accuracy > 60
+
+
+def test_wrong_output_shape_gives_a_clear_error(small_data):
+    class Flat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(1, 10, 3)
+
+        def forward(self, x):
+            return self.c(x)  # forgot pooling + flatten
+
+    with pytest.raises(ValueError, match=r"expected shape \(64, 10\).*got \(64, 10, 26, 26\)"):
+        fit(Flat, small_data, TrainConfig(epochs=1), record=False, progress=False, verbose=False)
+
+
+def test_config_validates_and_round_trips(tmp_path):
+    with pytest.raises(ValueError, match="optimizer='rmsprop'"):
+        TrainConfig(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="epochs=0"):
+        TrainConfig(epochs=0)
+    cfg = TrainConfig(name="x", rotation=5.0)
+    cfg.save(tmp_path / "c.json")
+    assert TrainConfig.load(tmp_path / "c.json") == cfg
+    with pytest.raises(ValueError, match="Unknown"):
+        TrainConfig.from_dict({"name": "x", "bogus": 1})
+    with pytest.raises(Exception):
+        cfg.epochs = 3  # frozen
+
+
+def test_incomplete_run_record_is_reported(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="missing metrics.json, model.pt"):
+        load_record(tmp_path)
+
+
+def test_seed_helper_returns_and_applies_the_seed():
+    assert seed_everything(3) == 3
+    a = torch.rand(3)
+    seed_everything(3)
+    assert torch.equal(a, torch.rand(3))
