@@ -138,8 +138,15 @@ def make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
     return None, False
 
 
+def _interactive() -> bool:
+    """A terminal or a notebook kernel: places where a live progress bar helps (not CI logs)."""
+    import sys
+
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
 def _progress(iterable, total, desc, enabled):
-    if not enabled:
+    if not enabled or not _interactive():
         return iterable
     from tqdm.auto import tqdm
 
@@ -222,7 +229,7 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
             correct += (out.argmax(1) == y).sum().item()
             seen += len(y)
             steps += 1
-            if progress and steps % 20 == 0:
+            if steps % 20 == 0 and hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.2f}")
             if max_steps is not None and steps >= max_steps:
                 break
