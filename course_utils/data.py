@@ -59,9 +59,15 @@ class MNISTUnavailable(RuntimeError):
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The data root: the argument, else ``$COURSE_DATA``, else ``./data``."""
+    """The data root: the argument, else ``$COURSE_DATA``, else the nearest ``data/`` folder holding
+    ``MNIST/raw`` in the current folder or one above it (a notebook in ``sessions/session2/`` uses
+    the repository's), else ``./data``."""
     if root is None:
-        root = os.environ.get(DATA_ENV) or "data"
+        root = os.environ.get(DATA_ENV)
+    if root is None:
+        here = Path.cwd().resolve()
+        found = next((d / "data" for d in (here, *here.parents) if (d / "data" / "MNIST" / "raw").is_dir()), None)
+        root = found or "data"
     return Path(root).expanduser().resolve()
 
 

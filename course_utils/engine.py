@@ -68,6 +68,16 @@ class RunResult:
     run_dir: Path | None = None
 
     @property
+    def checkpoint(self) -> Path:
+        if self.run_dir is None:
+            raise FileNotFoundError("This run was not recorded (record=False): it has no checkpoint file")
+        return self.run_dir / "model.pt"
+
+    def load_state_dict(self) -> dict:
+        """The checkpoint as saved on disk (what graders evaluate), not the model in memory."""
+        return torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+
+    @property
     def best_test_accuracy(self) -> float:
         return self.metrics["best_test_accuracy"]
 

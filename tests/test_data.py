@@ -126,6 +126,10 @@ def test_data_root_resolution(tmp_path, monkeypatch):
     monkeypatch.delenv(D.DATA_ENV)
     monkeypatch.chdir(tmp_path)
     assert D.data_root() == (tmp_path / "data").resolve()
+    (tmp_path / "data" / "MNIST" / "raw").mkdir(parents=True)
+    (tmp_path / "sessions" / "session2").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "sessions" / "session2")  # a notebook's folder finds the repo's data
+    assert D.data_root() == (tmp_path / "data").resolve()
 
 
 @pytest.mark.slow

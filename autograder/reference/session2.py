@@ -54,9 +54,8 @@ class Session2Net(SeedNet):
 
 
 SESSION2_CONFIG = TrainConfig(
-    name="session2", epochs=14, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True,
-    scheduler="onecycle", pct_start=0.25, rotation=7.0, seed=1,
-    notes="Session 2 reference: OneCycle to 0.1, +/-7 degree rotation, batch 128")
+    name="s2-4-bn-dropout", epochs=14, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True,
+    scheduler="onecycle", pct_start=0.25, rotation=7.0, channels_last=True, seed=1)
 
 SEED_CONFIG = TrainConfig(
     name="seed-style", epochs=15, batch_size=64, optimizer="sgd", lr=0.01, momentum=0.9, scheduler="none",

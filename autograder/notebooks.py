@@ -1,0 +1,92 @@
+"""Execute course notebooks headless (tests, ``make reproduce``) and collect what went wrong per cell.
+
+    python -m autograder.notebooks solutions/session2/4_bn_dropout.ipynb [...]   (full length)
+
+Run records go to ``$COURSE_RUNS`` (``make reproduce`` points it at the repository's ``runs/``), so
+no training output lands inside ``solutions/`` (nbgrader would copy it over submissions).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+
+@dataclass
+class CellError:
+    index: int
+    grade_id: str | None
+    tags: list
+    ename: str
+    evalue: str
+
+
+@dataclass
+class Executed:
+    notebook: nbformat.NotebookNode
+    errors: list[CellError]
+    seconds: float
+
+    def error_for(self, grade_id: str) -> CellError | None:
+        return next((e for e in self.errors if e.grade_id == grade_id), None)
+
+    def graded_ids(self) -> list[str]:
+        return [c.metadata["nbgrader"]["grade_id"] for c in self.notebook.cells
+                if c.metadata.get("nbgrader", {}).get("grade")]
+
+    def text(self) -> str:
+        """All stream output of the executed notebook (for asserting on what it printed)."""
+        return "".join(o.get("text", "") for c in self.notebook.cells if c.cell_type == "code"
+                       for o in c.get("outputs", []) if o.get("output_type") == "stream")
+
+
+def execute(path: str | os.PathLike, workdir: str | os.PathLike, *, env: dict | None = None,
+            timeout: int = 3600) -> Executed:
+    """Execute a copy of the notebook at ``path`` with ``workdir`` as its folder; never raises for
+    a failing cell (each cell error is returned instead)."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
+                            resources={"metadata": {"path": str(workdir)}})
+    old = dict(os.environ)
+    os.environ.update(env or {})
+    os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+    t = time.perf_counter()
+    try:
+        client.execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    errors = []
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if out.get("output_type") == "error":
+                errors.append(CellError(i, cell.metadata.get("nbgrader", {}).get("grade_id"),
+                                        cell.metadata.get("tags", []), out["ename"], out["evalue"]))
+    return Executed(nb, errors, time.perf_counter() - t)
+
+
+def main(argv=None) -> int:
+    paths = argv if argv is not None else sys.argv[1:]
+    failed = 0
+    for p in paths:
+        print(f"executing {p} ...", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copy(p, tmp)
+            res = execute(Path(tmp) / Path(p).name, tmp)
+        for e in res.errors:
+            print(f"  cell {e.index} ({e.grade_id or ','.join(e.tags) or 'code'}): {e.ename}: {e.evalue[:300]}")
+        print(f"  {'OK' if not res.errors else 'FAILED'} in {res.seconds:.0f} s")
+        failed += bool(res.errors)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,22 @@
+"""nbgrader configuration of the course (headless CLI use, no JupyterHub needed).
+
+solutions/<assignment>/  source notebooks with ### BEGIN SOLUTION markers and hidden tests
+sessions/<assignment>/   the generated student notebooks (``make release``; never edit by hand)
+"""
+c = get_config()  # noqa: F821 - provided by nbgrader when it loads this file
+
+c.CourseDirectory.course_id = "mnist-99.4-under-10k"
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "sessions"
+c.CourseDirectory.assignment_id = ""
+
+# Stubs the student sees in place of each solution region: they raise with a pointer to the task.
+c.ClearSolutions.code_stub = {
+    "python": "# YOUR CODE HERE\nraise NotImplementedError(\"Not implemented yet: write your code here (see the task above this cell)\")"
+}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# Training cells take minutes on a CPU; graded runs load the submitted run record instead
+# (the notebooks check NBGRADER_EXECUTION), so this bounds set-up cells, not training.
+c.Execute.timeout = 600
+c.Execute.allow_errors = True
