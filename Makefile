@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup data run test test-fast bench clean
+.PHONY: help setup data run test test-fast bench release check-release reproduce seeds report clean
 
 help:
 	@echo "make run        train the Session 2 reference model (set-up included) and print its results"
@@ -19,6 +19,10 @@ help:
 	@echo "make setup      create $(VENV) and install the course package (editable)"
 	@echo "make data       provision and verify MNIST under ./data (or \$$COURSE_DATA)"
 	@echo "make bench      pipeline speed: seed-style DataLoader vs the in-memory pipeline"
+	@echo "make release    regenerate the student notebooks sessions/ from solutions/ (nbgrader)"
+	@echo "make reproduce  run every solution notebook at full length, the seed sweep, then the reports"
+	@echo "make seeds      train the graded configs over SEEDS (default: 1 2 3) and print min/mean/max"
+	@echo "make report     render sessions/session{2,3}/README.md from the run records in runs/"
 
 $(STAMP): pyproject.toml
 	@echo ">> creating $(VENV) and installing the course package (about 2 minutes the first time)"
@@ -46,6 +50,25 @@ test-fast: data
 
 bench: data
 	@$(PY) benchmarks/pipeline_speed.py
+
+release: setup
+	@$(PY) -m autograder.release
+
+check-release: setup
+	@$(PY) -m autograder.release --check
+
+SEEDS ?= 1 2 3
+NOTEBOOKS := $(sort $(wildcard solutions/session2/*.ipynb)) $(wildcard solutions/session3/*.ipynb)
+
+reproduce: data
+	@COURSE_RUNS=$(CURDIR)/runs $(PY) -m autograder.notebooks $(NOTEBOOKS)
+	@$(MAKE) --no-print-directory seeds report
+
+seeds: data
+	@$(PY) benchmarks/seeds.py --seeds $(SEEDS)
+
+report: data
+	@$(PY) -m autograder.report
 
 clean:
 	rm -rf runs .pytest_cache

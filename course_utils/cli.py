@@ -1,4 +1,4 @@
-"""``python -m course_utils`` / ``course``: data, train, info.
+"""``python -m course_utils`` / ``course``: data, train, info (and, for instructors, report, release).
 
 Every command prints what it does; failures print one clear line (exit status 1), not a traceback.
 """
@@ -81,6 +81,15 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _instructor(module: str, argv: list[str]) -> int:
+    try:
+        mod = importlib.import_module(f"autograder.{module}")
+    except ImportError:
+        raise SystemExit(f"error: `course {module}` is an instructor command (autograder/) and is not in this copy "
+                         "of the course") from None
+    return mod.main(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="course", description="MNIST 99.4% under 10k parameters: course tools")
     sub = p.add_subparsers(dest="command", required=True)
@@ -101,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="parameter table, FC layers and receptive field of a model")
     i.add_argument("model", help="reference run name (e.g. session2) or package.module:ClassName")
     i.set_defaults(func=cmd_info)
+
+    r = sub.add_parser("report", help="render the session READMEs from run records (instructors)")
+    r.add_argument("--runs-dir")
+    r.set_defaults(func=lambda a: _instructor("report", ["--runs-dir", a.runs_dir] if a.runs_dir else []))
+
+    rel = sub.add_parser("release", help="regenerate sessions/ from solutions/ with nbgrader (instructors)")
+    rel.add_argument("--check", action="store_true", help="only check that sessions/ is current and clean")
+    rel.set_defaults(func=lambda a: _instructor("release", ["--check"] if a.check else []))
     return p
 
 

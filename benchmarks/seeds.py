@@ -1,0 +1,85 @@
+"""Train the graded reference configurations over several seeds and print min / mean / max.
+
+    python benchmarks/seeds.py --seeds 1 2 3            (make seeds SEEDS="1 2 3")
+
+Configurations: the Session 2 reference (iteration 4) and the five Session 3 variants, exactly as
+the solution notebooks train them (a test checks that the notebooks and autograder/reference agree).
+Run records go to ``runs/`` (or ``--runs-dir``); a (config, seed) whose complete record is already
+there is not trained again, so an interrupted sweep resumes. ``make report`` reads the same records.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from autograder.policy import POLICIES  # noqa: E402
+from autograder.reference import session3  # noqa: E402
+from autograder.reference.session2 import SESSION2_CONFIG, Session2Net  # noqa: E402
+from course_utils.data import load_uint8  # noqa: E402
+from course_utils.engine import find_records, fit  # noqa: E402
+from course_utils.loader import data_for  # noqa: E402
+
+
+def configurations():
+    """label -> (session, model factory, config, penalties)"""
+    out = {"Session 2 (iteration 4)": ("session2", Session2Net, SESSION2_CONFIG, {})}
+    for label in session3.VARIANTS:
+        factory, config, penalties = session3.variant(label)
+        out[label] = ("session3", factory, config, penalties)
+    return out
+
+
+def summary(records, policy) -> dict:
+    finals = [r.metrics["final_test_accuracy"] for r in records]
+    last3 = [min(h["test_accuracy"] for h in r.history[-policy.consistent_epochs:]) for r in records]
+    firsts = [r.metrics["first_epoch_at_target"] for r in records]
+    return {"n": len(records), "final_min": min(finals), "final_mean": statistics.mean(finals),
+            "final_max": max(finals), "last3_min": min(last3),
+            "passing": sum(1 for r, l3 in zip(records, last3) if l3 >= policy.min_accuracy
+                           and r.metrics["epochs_run"] < policy.epoch_limit),
+            "first_epochs": firsts}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--only", help="comma-separated labels (default: all six)")
+    ap.add_argument("--runs-dir", default=str(ROOT / "runs"))
+    args = ap.parse_args(argv)
+
+    configs = configurations()
+    if args.only:
+        configs = {k: v for k, v in configs.items() if k in args.only.split(",")}
+    tensors = load_uint8()
+    for seed in args.seeds:
+        for label, (session, factory, config, penalties) in configs.items():
+            cfg = config.replace(seed=seed)
+            done = [r for r in find_records(cfg.name, args.runs_dir) if r.config == cfg]
+            if done:
+                print(f"{label} seed {seed}: already recorded in {done[-1].path.name}", flush=True)
+                continue
+            fit(factory, data_for(cfg, tensors=tensors), cfg, penalties=penalties, runs_dir=args.runs_dir,
+                progress=False)
+
+    print(f"\n{'configuration':<26} {'seeds':>5} {'final min':>9} {'mean':>6} {'max':>6} {'last-3 min':>10} "
+          f"{'pass':>5}  first epoch >= 99.4")
+    failed = False
+    for label, (session, factory, config, penalties) in configs.items():
+        recs = [r for r in find_records(config.name, args.runs_dir)
+                if r.config == config.replace(seed=r.config.seed) and r.config.seed in args.seeds]
+        if not recs:
+            continue
+        s = summary(recs, POLICIES[session])
+        failed |= s["passing"] < s["n"]
+        print(f"{label:<26} {s['n']:>5} {s['final_min']:>9.2f} {s['final_mean']:>6.2f} {s['final_max']:>6.2f} "
+              f"{s['last3_min']:>10.2f} {s['passing']:>2}/{s['n']:<2}  {s['first_epochs']}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

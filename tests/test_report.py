@@ -1,0 +1,59 @@
+"""Reports are rendered from run records: the numbers in the READMEs are the records' numbers."""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+import pytest
+
+from autograder import report
+from autograder.reference import session3
+from autograder.reference.session2 import SESSION2_CONFIG, Session2Net
+from course_utils.engine import RunResult, _new_run_dir, save_record, summarize
+
+pytestmark = pytest.mark.data
+
+
+def _fake_record(runs, model, config, finals):
+    """A complete run record with a real checkpoint (untrained weights) and a made-up history."""
+    n = len(finals)
+    history = [{"epoch": e + 1, "train_loss": 0.1, "train_accuracy": 98.0 + e * 0.05, "test_loss": 0.03 - e * 1e-3,
+                "test_accuracy": acc, "lr": 0.01, "train_seconds": 1.0, "epoch_seconds": 1.2, "steps": 10 * (e + 1)}
+               for e, acc in enumerate(finals)]
+    started = datetime.now(timezone.utc)
+    metrics = summarize(history, config=config, n_params=sum(p.numel() for p in model.parameters()), started=started,
+                        model=model)
+    result = RunResult(model, config, history, metrics, _new_run_dir(runs, config, started))
+    config.save(result.run_dir / "config.json")
+    save_record(result)
+    return metrics
+
+
+def test_reports_show_the_records_numbers(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, bump in ((1, 0.0), (2, 0.1)):
+        cfg = SESSION2_CONFIG.replace(seed=seed)
+        _fake_record(runs, Session2Net(), cfg, [98.0] * 11 + [99.41 + bump, 99.45 + bump, 99.47 + bump][: cfg.epochs - 11])
+        for label, (ghost, _, vcfg) in session3.VARIANTS.items():
+            c = vcfg.replace(seed=seed)
+            last = 99.30 if label == "L1+L2+GBN" and seed == 2 else 99.50 + bump
+            _fake_record(runs, session3.Session3Net(ghost=ghost), c, [98.5] * (c.epochs - 3) + [last] * 3)
+    out = tmp_path / "out"
+    s2, s3 = report.write(runs, out)
+
+    text2 = s2.read_text()
+    assert "## Iteration 1: Basic skeleton" in text2 and "No run record named `s2-1-skeleton` yet" in text2
+    assert "**Target.** fewer than 10,000 parameters" in text2  # read from the solution notebook
+    assert "| 1 | 9,920 |" in text2 and "| 2 | 9,920 |" in text2 and "99.57%" in text2  # seed 2 final: 99.47+0.1
+    assert "**mean (min-max)**" in text2 and "99.52% (99.47-99.57)" in text2
+
+    text3 = s3.read_text()
+    for label in session3.VARIANTS:
+        assert f"| {label} | 9,920 | 2 |" in text3
+    row = next(line for line in text3.splitlines() if line.startswith("| L1+L2+GBN |"))
+    assert "1/2" in row and "99.30%" in row  # one seed ended below 99.4: reported, not hidden
+    assert "(not: L1+L2+GBN)" in text3
+    for fig in ("val_accuracy.png", "val_loss.png", "misclassified_gbn.png"):
+        assert (out / "sessions" / "session3" / "figures" / fig).stat().st_size > 5000
+    assert re.search(r"!\[validation accuracy\]\(figures/val_accuracy.png\)", text3)
+    assert "99.40% / 99.27%" in text3  # the documents' published GBN numbers, labelled as quoted
