@@ -37,7 +37,7 @@ def _cell_text(nb_path: Path, marker: str) -> str:
     for cell in nb["cells"]:
         src = "".join(cell["source"])
         if cell["cell_type"] == "markdown" and marker in src:
-            text = src.split(marker, 1)[1]
+            text = src.split(marker, 1)[1].strip()
             return " ".join(text.split("\n\n")[0].split())
     return ""
 

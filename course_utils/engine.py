@@ -127,7 +127,14 @@ def _check_output(out, x, y) -> None:
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    params = model.parameters()
+    """SGD / Adam / AdamW as the config says. Weight decay (L2) applies to weight matrices and conv
+    kernels only (parameters with 2+ dimensions), not to BatchNorm's gamma/beta or biases: decaying
+    BN's scale fights the normalisation, and biases add no complexity (the same coverage as the
+    course's L1 penalty)."""
+    params = list(model.parameters())
+    if config.weight_decay:
+        params = [{"params": [p for p in params if p.dim() >= 2]},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
                                weight_decay=config.weight_decay)

@@ -57,8 +57,10 @@ def plot_curves(runs, path=None, *, title: str | None = None, metrics=("accuracy
             lows = [r["test_accuracy"] for run in runs.values() for r in _history(run)][1:]
             if lows:
                 ax.set_ylim(max(min(lows) - 0.3, 90), 100)
+        if metric == "loss":
+            ax.set_yscale("log")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(f"{metric} (%)" if metric == "accuracy" else metric)
+        ax.set_ylabel(f"{metric} (%)" if metric == "accuracy" else f"{metric} (log scale)")
         ax.set_title(f"{'/'.join(splits)} {metric}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
