@@ -200,7 +200,11 @@ def findings(s: dict) -> list[str]:
     order = sorted(s, key=lambda k: -s[k]["final"])
     between = s[order[0]]["final"] - s[order[-1]]["final"]
     within = statistics.mean(s[k]["spread"] for k in s)
-    verdict = ("smaller than the average seed-to-seed spread of one variant "
+    if min(s[k]["n"] for k in s) < 2:
+        verdict = "not evidence either way: with one seed per variant there is no seed-to-seed spread to compare with"
+    else:
+        verdict = None
+    verdict = verdict or ("smaller than the average seed-to-seed spread of one variant "
                f"({within:.2f} points), so these runs do not separate the regularisers; the shared recipe "
                "(schedule, augmentation) is what puts all of them above the documents' numbers"
                if between <= within else
