@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup data run test test-fast bench release check-release reproduce seeds report clean
+.PHONY: help setup data run test test-fast bench release check-release reproduce seeds report grade student-release clean
 
 help:
 	@echo "make run        train the Session 2 reference model (set-up included) and print its results"
@@ -23,6 +23,8 @@ help:
 	@echo "make reproduce  run every solution notebook at full length, the seed sweep, then the reports"
 	@echo "make seeds      train the graded configs over SEEDS (default: 1 2 3) and print min/mean/max"
 	@echo "make report     render sessions/session{2,3}/README.md from the run records in runs/"
+	@echo "make grade SUBMISSION=path [GRADE_ARGS=--retrain]   grade notebook(s) or a folder of them"
+	@echo "make student-release   build the student template repository in build/student-template"
 
 $(STAMP): pyproject.toml
 	@echo ">> creating $(VENV) and installing the course package (about 2 minutes the first time)"
@@ -69,6 +71,13 @@ seeds: data
 
 report: data
 	@$(PY) -m autograder.report
+
+SUBMISSION ?= sessions
+grade: data
+	@$(PY) -m course_utils grade $(SUBMISSION) $(GRADE_ARGS)
+
+student-release: setup
+	@$(PY) -m autograder.student_release
 
 clean:
 	rm -rf runs .pytest_cache

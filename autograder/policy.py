@@ -30,3 +30,6 @@ POLICIES = {
     "session2": Policy("session2", epoch_limit=15),
     "session3": Policy("session3", epoch_limit=25),
 }
+
+#: the seed retrain mode uses unless the instructor picks another (``course grade --retrain --seed N``)
+GRADER_SEED = 2026

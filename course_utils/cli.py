@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--runs-dir")
     r.set_defaults(func=lambda a: _instructor("report", ["--runs-dir", a.runs_dir] if a.runs_dir else []))
 
+    sub.add_parser("grade", add_help=False, help="grade notebook submissions (course grade --help for options)")
+
     rel = sub.add_parser("release", help="regenerate sessions/ from solutions/ with nbgrader (instructors)")
     rel.add_argument("--check", action="store_true", help="only check that sessions/ is current and clean")
     rel.set_defaults(func=lambda a: _instructor("release", ["--check"] if a.check else []))
@@ -122,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["grade"]:  # all of its options belong to the grader
+        try:
+            from autograder.grade import main as grade_main
+        except ImportError:
+            raise SystemExit("error: the grader (autograder/) is not in this copy of the course") from None
+        return grade_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -23,7 +23,6 @@ import hashlib
 import io
 import os
 import pickle
-import shutil
 import socket
 import struct
 import subprocess

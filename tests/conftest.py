@@ -25,3 +25,54 @@ def runs_dir(tmp_path, monkeypatch):
     d = tmp_path / "runs"
     monkeypatch.setenv("COURSE_RUNS", str(d))
     return d
+
+
+REUSE_ENV = "COURSE_REUSE_SOLUTION_RUNS"
+
+
+class SolutionRuns:
+    """The graded solution notebooks, executed at full length once per test session (on first use);
+    all their run records land in one folder that grader and nbgrader tests grade from.
+
+    For local work on grader tests only, ``COURSE_REUSE_SOLUTION_RUNS=DIR`` reuses the records in DIR
+    instead of training; tests that need the notebooks' own execution are then skipped (and say so).
+    """
+
+    NOTEBOOKS = {"session2": "session2/4_bn_dropout", "session3": "session3/regularization"}
+
+    def __init__(self, base):
+        import os
+        from pathlib import Path
+
+        self.reused = os.environ.get(REUSE_ENV)
+        self.runs = Path(self.reused).resolve() if self.reused else base / "runs"
+        self.base = base
+        self._done: dict = {}
+
+    def execute(self, session: str):
+        """The notebook's :class:`autograder.notebooks.Executed` (skips when records are reused)."""
+        import shutil
+
+        from autograder.notebooks import execute
+        from autograder.release import ROOT
+
+        if self.reused:
+            pytest.skip(f"{REUSE_ENV} is set: solution notebooks were not executed")
+        if session not in self._done:
+            src = ROOT / "solutions" / f"{self.NOTEBOOKS[session]}.ipynb"
+            work = self.base / session
+            work.mkdir()
+            shutil.copy(src, work)
+            self._done[session] = execute(work / src.name, work, env={"COURSE_RUNS": str(self.runs)})
+        return self._done[session]
+
+    def records_of(self, session: str):
+        """The runs folder once the session's solution notebook has produced its records."""
+        if not self.reused:
+            self.execute(session)
+        return self.runs
+
+
+@pytest.fixture(scope="session")
+def solution_runs(tmp_path_factory):
+    return SolutionRuns(tmp_path_factory.mktemp("solutions"))

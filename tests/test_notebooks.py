@@ -53,26 +53,27 @@ def test_session2_iterations_run_in_quick_mode(name, tmp_path):
 
 
 @pytest.mark.slow
-def test_session2_graded_notebook_reaches_99_4_and_grades_from_its_record(tmp_path):
-    res = _run(ROOT / "solutions" / "session2" / "4_bn_dropout.ipynb", tmp_path)
+def test_session2_graded_notebook_reaches_99_4_and_grades_from_its_record(solution_runs, tmp_path):
+    res = solution_runs.execute("session2")
     assert res.errors == [], res.errors
-    (record,) = find_records("s2-4-bn-dropout", tmp_path / "runs")
+    (record,) = find_records("s2-4-bn-dropout", solution_runs.runs)
     accs = [h["test_accuracy"] for h in record.history]
     assert len(accs) <= 14 and min(accs[-3:]) >= 99.4, accs
     assert "checkpoint" in res.text() and "(grader-evaluated)" in res.text()
     # nbgrader's execution loads the submitted record instead of retraining, and grades it the same
-    regraded = _run(ROOT / "solutions" / "session2" / "4_bn_dropout.ipynb", tmp_path, {"NBGRADER_EXECUTION": "autograde"})
+    regraded = _run(ROOT / "solutions" / "session2" / "4_bn_dropout.ipynb", tmp_path,
+                    {"NBGRADER_EXECUTION": "autograde", "COURSE_RUNS": str(solution_runs.runs)})
     assert regraded.errors == [] and regraded.seconds < 120
-    assert len(find_records("s2-4-bn-dropout", tmp_path / "runs")) == 1
+    assert len(find_records("s2-4-bn-dropout", solution_runs.runs)) == 1
 
 
 @pytest.mark.slow
-def test_session3_notebook_all_five_variants_reach_99_4(tmp_path):
-    res = _run(ROOT / "solutions" / "session3" / "regularization.ipynb", tmp_path)
+def test_session3_notebook_all_five_variants_reach_99_4(solution_runs):
+    res = solution_runs.execute("session3")
     assert res.errors == [], res.errors
     names = ["s3-l1-bn", "s3-l2-bn", "s3-l1-l2-bn", "s3-gbn", "s3-l1-l2-gbn"]
     for name in names:
-        (record,) = find_records(name, tmp_path / "runs")
+        (record,) = find_records(name, solution_runs.runs)
         accs = [h["test_accuracy"] for h in record.history]
         assert len(accs) <= 24 and min(accs[-3:]) >= 99.4, (name, accs)
         assert record.metrics["parameters"] < 10_000

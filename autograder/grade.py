@@ -1,0 +1,321 @@
+"""Grade notebook submissions: ``course grade PATH... [--retrain]`` / ``python -m autograder.grade``.
+
+For each notebook the grader
+
+1. identifies the assignment (file name, or ``--assignment``) and its checks and points
+   (:mod:`autograder.assignments`);
+2. copies the notebook into a scratch folder and starts a worker process there
+   (:mod:`autograder.worker`) with a memory limit and a wall-time limit. Only the worker runs the
+   student's cells, and only those tagged setup/definitions/config: training cells never run;
+3. the worker runs each check and reports it. If it crashes, exits, runs out of memory or time,
+   that check fails with the reason and a fresh worker carries on with the remaining checks;
+4. prints a score table (check, points, pass/fail, one-line reason) and feedback for each failed
+   check, and writes a JSON result file. Exit status 1 when any check fails.
+
+Checkpoint mode (default) grades the submitted run records (``runs/`` next to the notebook, or
+``--runs-dir``): the worker evaluates the checkpoint itself on the MD5-verified MNIST test set.
+Retrain mode (``--retrain``) trains the student's model from scratch with the notebook's config,
+the course data pipeline and the grader's seed (``--seed``), and grades that run instead: it
+proves the model reaches the target, whatever checkpoint was submitted.
+
+This process never imports the submission (nor torch): it only reads the notebook's JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .assignments import Assignment, identify
+from .policy import GRADER_SEED
+from .submission import SubmissionError, read_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINT_TIMEOUT = 300      # seconds per worker in checkpoint mode (a normal grading takes ~10)
+RETRAIN_TIMEOUT = 3 * 3600    # retrain mode: five Session 3 variants on a 2-core CPU
+MEMORY_LIMIT = 8 * 2**30      # address space of a worker (torch alone maps ~3.5 GB)
+
+
+@dataclass
+class CheckResult:
+    id: str
+    title: str
+    points: int
+    max_points: int
+    passed: bool
+    message: str
+    seconds: float = 0.0
+
+
+@dataclass
+class GradeReport:
+    notebook: str
+    assignment: str | None
+    mode: str
+    seed: int | None
+    checks: list[CheckResult] = field(default_factory=list)
+    error: str | None = None          # the submission could not be graded at all
+    seconds: float = 0.0
+
+    @property
+    def score(self) -> int:
+        return sum(c.points for c in self.checks)
+
+    @property
+    def max_score(self) -> int:
+        return sum(c.max_points for c in self.checks)
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and bool(self.checks) and all(c.passed for c in self.checks)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(score=self.score, max_score=self.max_score, passed=self.passed)
+        return d
+
+    def table(self, width: int = 100) -> str:
+        lines = [f"{self.notebook}: {self.assignment or '?'} ({self.mode} mode"
+                 + (f", seed {self.seed}" if self.mode == "retrain" else "") + ")"]
+        if self.error:
+            return "\n".join(lines + [f"  not graded: {self.error}"])
+        idw = max(len(c.id) for c in self.checks)
+        lines.append(f"  {'check':<{idw}}  {'points':>6}  {'result':<6}  reason")
+        for c in self.checks:
+            reason = " ".join(c.message.split())
+            room = max(20, width - idw - 22)
+            reason = reason if len(reason) <= room else reason[:room - 3] + "..."
+            lines.append(f"  {c.id:<{idw}}  {c.points:>2}/{c.max_points:<3}  {'PASS' if c.passed else 'FAIL':<6}  {reason}")
+        lines.append(f"  {'total':<{idw}}  {self.score:>2}/{self.max_score:<3}  "
+                     f"{'PASS' if self.passed else 'FAIL':<6}  ({self.seconds:.1f} s)")
+        failed = [c for c in self.checks if not c.passed]
+        if failed:
+            lines.append("  What to change:")
+            for c in failed:
+                body = textwrap.fill(" ".join(c.message.split()), width=width - 6, initial_indent="    ",
+                                     subsequent_indent="    ")
+                lines.append(f"  - {c.id} ({c.title}):\n{body}")
+        return "\n".join(lines)
+
+
+def default_runs_dirs(notebook: Path) -> list[Path]:
+    """Where a submission's run records are looked for: ``runs/`` next to the notebook and in the
+    folders above it (a repository's root), then ``$COURSE_RUNS``."""
+    here = notebook.resolve().parent
+    dirs = [d / "runs" for d in (here, *list(here.parents)[:3]) if (d / "runs").is_dir()]
+    if os.environ.get("COURSE_RUNS"):
+        dirs.append(Path(os.environ["COURSE_RUNS"]).expanduser().resolve())
+    return list(dict.fromkeys(dirs))
+
+
+def data_root() -> Path:
+    """The grader's MNIST root, passed to the worker (which verifies it by MD5 before grading)."""
+    if os.environ.get("COURSE_DATA"):
+        return Path(os.environ["COURSE_DATA"]).expanduser().resolve()
+    here = Path.cwd().resolve()
+    for d in (here, *here.parents, ROOT):
+        if (d / "data" / "MNIST" / "raw").is_dir():
+            return d / "data"
+    return ROOT / "data"
+
+
+def _read_events(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass  # a line cut short by a killed worker
+    return events
+
+
+def _tail(path: Path, n: int = 6) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return " | ".join(lines[-n:])[-600:]
+
+
+def _run_worker(request: dict, scratch: Path, timeout: float, log, echo: bool) -> tuple[int | None, str]:
+    """Run one worker; returns (exit status or None if killed for time, why it stopped)."""
+    req_path = scratch / f"request-{time.monotonic_ns()}.json"
+    req_path.write_text(json.dumps(request))
+    env = dict(os.environ)
+    env.update(COURSE_DATA=str(data_root()), COURSE_RUNS=str(scratch / "student-runs"), MPLBACKEND="Agg",
+               PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+               PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
+    env.pop("NBGRADER_EXECUTION", None)
+    proc = subprocess.Popen([sys.executable, "-m", "autograder.worker", str(req_path)], cwd=scratch, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if echo else log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        if echo:
+            deadline = time.monotonic() + timeout
+            for line in proc.stdout:  # retrain mode: show the worker's progress as it goes
+                log.write(line)
+                log.flush()
+                sys.stderr.write("    " + line.decode(errors="replace"))
+                if time.monotonic() > deadline:
+                    raise subprocess.TimeoutExpired(proc.args, timeout)
+        proc.wait(timeout=timeout if not echo else max(1.0, deadline - time.monotonic()))
+        return proc.returncode, ""
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {timeout:.0f} s (an endless loop, or far too slow)"
+    finally:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+
+def _death_reason(code: int | None, why: str, log_path: Path) -> str:
+    if code is None:
+        return why
+    if code < 0:
+        sig = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        what = "killed (out of memory?)" if sig == "SIGKILL" else f"killed by {sig}"
+        reason = f"the grading process was {what}"
+    else:
+        reason = f"the grading process exited with status {code} (sys.exit or os._exit in your code?)"
+    tail = _tail(log_path)
+    return reason + (f"; last output: {tail}" if tail else "")
+
+
+def grade(notebook: str | os.PathLike, *, assignment: str | None = None, retrain: bool = False,
+          seed: int = GRADER_SEED, runs_dirs: list | None = None, timeout: float | None = None,
+          memory_bytes: int | None = MEMORY_LIMIT, echo: bool = False) -> GradeReport:
+    """Grade one notebook; never raises for anything wrong with the submission."""
+    t0 = time.perf_counter()
+    notebook = Path(notebook)
+    mode = "retrain" if retrain else "checkpoint"
+    report = GradeReport(str(notebook), None, mode, seed if retrain else None)
+    try:
+        spec: Assignment = identify(notebook, assignment)
+        report.assignment = spec.id
+        read_notebook(notebook)
+    except (ValueError, SubmissionError) as e:
+        if report.assignment:
+            spec_checks = identify(notebook, assignment).checks
+            report.checks = [CheckResult(c.id, c.title, 0, c.points, False, str(e)) for c in spec_checks]
+        else:
+            report.error = str(e)
+        report.seconds = time.perf_counter() - t0
+        return report
+    timeout = timeout or (RETRAIN_TIMEOUT if retrain else CHECKPOINT_TIMEOUT)
+    runs = [Path(p).resolve() for p in runs_dirs] if runs_dirs else default_runs_dirs(notebook)
+    results: dict[str, CheckResult] = {}
+    with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
+        scratch = Path(tmp)
+        copy = scratch / notebook.name
+        shutil.copyfile(notebook, copy)  # the worker reads a copy: the submission is never touched
+        events_path, log_path = scratch / "events.jsonl", scratch / "worker.log"
+        remaining = [c.id for c in spec.checks]
+        with open(log_path, "ab") as log:
+            while remaining:
+                request = dict(notebook=str(copy), assignment=spec.id, checks=remaining, runs_dirs=[str(p) for p in runs],
+                               retrain=retrain, seed=seed, scratch=str(scratch), results=str(events_path),
+                               memory_bytes=memory_bytes)
+                seen = len(_read_events(events_path))
+                code, why = _run_worker(request, scratch, timeout, log, echo)
+                events = _read_events(events_path)[seen:]
+                load = next((e for e in events if e.get("event") == "load"), None)
+                if load is not None and not load["ok"]:
+                    for cid in remaining:
+                        results[cid] = _result(spec, cid, False, load["message"])
+                    break
+                for e in events:
+                    if e.get("event") == "result":
+                        results[e["check"]] = _result(spec, e["check"], e["passed"], e["message"], e.get("seconds", 0))
+                started = [e["check"] for e in events if e.get("event") == "start"]
+                unfinished = [cid for cid in started if cid not in results]
+                if load is None:  # died while running the notebook's cells
+                    reason = _death_reason(code, why, log_path)
+                    for cid in remaining:
+                        results[cid] = _result(spec, cid, False, f"Your notebook's setup/definitions cells stopped "
+                                                                  f"the grader: {reason}")
+                    break
+                for cid in unfinished:
+                    results[cid] = _result(spec, cid, False, _death_reason(code, why, log_path))
+                remaining = [cid for cid in remaining if cid not in results]
+                if remaining and not started and not unfinished:
+                    for cid in remaining:  # cannot happen unless the worker itself is broken
+                        results[cid] = _result(spec, cid, False, "internal grader error: " + _tail(log_path))
+                    break
+    report.checks = [results[c.id] for c in spec.checks]
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _result(spec: Assignment, cid: str, passed: bool, message: str, seconds: float = 0.0) -> CheckResult:
+    c = next(c for c in spec.checks if c.id == cid)
+    return CheckResult(c.id, c.title, c.points if passed else 0, c.points, passed, message, seconds)
+
+
+def find_notebooks(paths) -> list[Path]:
+    """Notebook files named on the command line; folders are searched recursively."""
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*.ipynb") if ".ipynb_checkpoints" not in q.parts)
+        else:
+            out.append(p)
+    return out
+
+
+def _json_name(path: Path, base: Path | None) -> str:
+    rel = path.resolve().relative_to(base.resolve()) if base and path.resolve().is_relative_to(base.resolve()) else Path(path.name)
+    return "__".join(rel.with_suffix("").parts) + ".json"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="course grade", description=__doc__.split("\n\n")[0],
+                                 epilog="Exit status: 0 when every check of every notebook passes, 1 otherwise.")
+    ap.add_argument("paths", nargs="+", help="notebook(s) or folder(s) of notebooks")
+    ap.add_argument("--retrain", action="store_true", help="retrain from scratch with the grader's seed, then grade")
+    ap.add_argument("--seed", type=int, default=GRADER_SEED, help=f"grader's seed in retrain mode (default {GRADER_SEED})")
+    ap.add_argument("--assignment", help="e.g. session2/4_bn_dropout (default: from the file name)")
+    ap.add_argument("--runs-dir", action="append", help="where the submission's run records are (repeatable)")
+    ap.add_argument("--out", default="grades", help="folder for the JSON results (default ./grades)")
+    ap.add_argument("--timeout", type=float, help="seconds per grading process")
+    ap.add_argument("--memory-gb", type=float, default=MEMORY_LIMIT / 2**30, help="memory limit per grading process")
+    args = ap.parse_args(argv)
+
+    notebooks = find_notebooks(args.paths)
+    if not notebooks:
+        print(f"error: no notebooks found in {', '.join(args.paths)}", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = Path(args.paths[0]) if len(args.paths) == 1 and Path(args.paths[0]).is_dir() else None
+    reports = []
+    for nb in notebooks:
+        report = grade(nb, assignment=args.assignment, retrain=args.retrain, seed=args.seed, runs_dirs=args.runs_dir,
+                       timeout=args.timeout, memory_bytes=int(args.memory_gb * 2**30), echo=args.retrain)
+        reports.append(report)
+        dest = out / _json_name(nb, base)
+        dest.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        print(report.table())
+        print(f"  result: {dest}\n", flush=True)
+    if len(reports) > 1:
+        print(f"{'notebook':<50} {'score':>7}  result")
+        for r in reports:
+            print(f"{str(r.notebook)[-50:]:<50} {r.score:>3}/{r.max_score:<3}  {'PASS' if r.passed else 'FAIL'}")
+    return 0 if all(r.passed for r in reports) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

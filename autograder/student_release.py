@@ -1,0 +1,200 @@
+"""Build the student-facing template repository (GitHub Classroom starter code).
+
+    python -m autograder.student_release [--out build/student-template]     (make student-release)
+
+The template holds what a student needs and nothing an instructor keeps back:
+
+* ``sessions/``   the generated student notebooks (stubs, visible tests only);
+* ``course_utils/`` the course library, and the grader (``autograder/`` without ``reference/``
+  and without the instructor tools ``release``/``report``/``notebooks``/``student_release``);
+* ``pyproject.toml``, ``environment.yml``, a student ``Makefile`` and ``README.md``;
+* ``.github/workflows/grade.yml``: on every push, installs the environment, provisions MNIST and
+  runs ``pytest autograder --submission sessions`` (checkpoint mode: the run records the student
+  commits under ``sessions/*/runs/``), and writes the score table to the job summary.
+
+:func:`leaks` scans a built template for solution code, hidden tests, solution markers, the
+reference solutions, data and checkpoints; the build fails if it finds any (and a test checks it).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from .release import MARKERS, ROOT, _solution_lines
+
+#: instructor-only parts of autograder/ (reference solutions and tools that need solutions/)
+INSTRUCTOR_ONLY = ("reference", "release.py", "report.py", "notebooks.py", "student_release.py")
+IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints", "runs", "*.egg-info")
+
+WORKFLOW = """\
+# Grades this repository on every push: the same grader the instructor runs (checkpoint mode).
+# Train in the notebooks, commit the notebooks *and* the run records they write under
+# sessions/<session>/runs/, push, and read the score table in the job summary.
+name: grade
+on:
+  push:
+  workflow_dispatch:
+jobs:
+  grade:
+    runs-on: ubuntu-latest
+    timeout-minutes: 45
+    steps:
+      - uses: actions/checkout@v4
+      - uses: actions/setup-python@v5
+        with:
+          python-version: "3.11"
+          cache: pip
+      - name: Install (CPU PyTorch, the course package)
+        run: |
+          python -m pip install --upgrade pip
+          python -m pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu
+          python -m pip install -e .
+      - name: MNIST (verified by MD5)
+        run: python -m course_utils data
+      - name: Grade
+        run: python -m pytest autograder --submission sessions --grade-json grade.json -p no:cacheprovider -q
+      - name: Score table
+        if: always()
+        run: |
+          python - <<'EOF' >> "$GITHUB_STEP_SUMMARY"
+          import json, pathlib
+          p = pathlib.Path("grade.json")
+          if not p.exists():
+              print("Grading did not run: see the job log."); raise SystemExit
+          for r in json.loads(p.read_text()):
+              print(f"### {r['notebook']}: {r['score']}/{r['max_score']}\\n")
+              print("| check | points | result | reason |\\n| --- | --- | --- | --- |")
+              for c in r["checks"]:
+                  reason = " ".join(c["message"].split()).replace("|", "/")[:300]
+                  print(f"| {c['id']} | {c['points']}/{c['max_points']} | {'PASS' if c['passed'] else 'FAIL'} | {reason} |")
+              print()
+          EOF
+      - uses: actions/upload-artifact@v4
+        if: always()
+        with:
+          name: grade
+          path: grade.json
+"""
+
+MAKEFILE = """\
+# Student front door: make setup | make data | make grade
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: setup data grade
+
+$(VENV)/.installed: pyproject.toml
+\t@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+\t@$(PY) -m pip install -q -e .
+\t@touch $@
+
+setup: $(VENV)/.installed
+
+data: setup
+\t@$(PY) -m course_utils data
+
+# grade every notebook under sessions/ from the run records next to it, as CI does
+grade: data
+\t@$(PY) -m course_utils grade sessions
+"""
+
+README = """\
+# MNIST 99.4% under 10k parameters: your course repository
+
+    make grade      # set up, fetch MNIST, grade every notebook under sessions/ (as CI does on push)
+
+1. `make setup` then `.venv/bin/jupyter lab` and open `sessions/session2/1_skeleton.ipynb`.
+2. Replace each `raise NotImplementedError` stub (cells marked YOUR CODE HERE) and run the test cell
+   under it; its message says what to change.
+3. Run the training cells: each run writes a record (config, per-epoch metrics, checkpoint) under
+   `sessions/<session>/runs/`. Commit the notebooks **and** those `runs/` folders, then push.
+4. The `grade` workflow grades your push: the grader rebuilds your model from the notebook's tagged
+   cells (setup / definitions / config; keep the tags), evaluates your checkpoint itself on the
+   MNIST test set, and checks parameters (< 10,000), no fully connected layer, epochs
+   (< 15 in Session 2, < 25 in Session 3) and >= 99.4% in each of the last 3 epochs.
+   The score table is in the workflow run's summary. Your instructor may also retrain your model
+   from scratch with their own seed (`course grade --retrain`), so a lucky checkpoint is not enough.
+
+Grade one notebook locally: `.venv/bin/course grade sessions/session2/4_bn_dropout.ipynb`.
+"""
+
+
+def build(out: Path, root: Path = ROOT) -> Path:
+    """Write the template into ``out`` (replaced if it exists); raise if it would leak anything."""
+    out = Path(out).resolve()
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for a in sorted(p for p in (root / "sessions").iterdir() if p.is_dir()):
+        dest = out / "sessions" / a.name
+        dest.mkdir(parents=True)
+        for nb in sorted(a.glob("*.ipynb")):
+            shutil.copy(nb, dest / nb.name)
+    shutil.copytree(root / "course_utils", out / "course_utils", ignore=IGNORE)
+    shutil.copytree(root / "autograder", out / "autograder",
+                    ignore=shutil.ignore_patterns(*INSTRUCTOR_ONLY, "__pycache__", "*.pyc"))
+    for name in ("pyproject.toml", "environment.yml"):
+        shutil.copy(root / name, out / name)
+    text = (out / "pyproject.toml").read_text()
+    (out / "pyproject.toml").write_text(text.replace('testpaths = ["tests"]', 'testpaths = ["autograder"]'))
+    (out / "Makefile").write_text(MAKEFILE)
+    (out / "README.md").write_text(README)
+    (out / ".gitignore").write_text(".venv/\n/data\n__pycache__/\n*.egg-info/\n.ipynb_checkpoints/\ngrades/\n")
+    (out / ".github" / "workflows").mkdir(parents=True)
+    (out / ".github" / "workflows" / "grade.yml").write_text(WORKFLOW)
+    problems = leaks(out, root)
+    if problems:
+        raise RuntimeError("the student template would leak instructor material:\n" + "\n".join(problems))
+    return out
+
+
+def leaks(template: Path, root: Path = ROOT) -> list[str]:
+    """Solution code, hidden tests, markers, reference solutions, data or checkpoints in ``template``."""
+    import json
+
+    solution_lines = set()
+    for nb in (root / "solutions").rglob("*.ipynb"):
+        solution_lines |= _solution_lines(json.loads(nb.read_text()))
+    problems = []
+    for p in sorted(template.rglob("*")):
+        rel = p.relative_to(template)
+        if p.is_dir():
+            if p.name in ("reference", "solutions", "runs", "data"):
+                problems.append(f"{rel}/: instructor material or data")
+            continue
+        if p.suffix in (".pt", ".pth", ".db") or "idx" in p.name and "ubyte" in p.name:
+            problems.append(f"{rel}: checkpoint, gradebook or data file")
+            continue
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        if MARKERS.search(text) and p.name != "release.py":
+            problems.append(f"{rel}: contains solution or hidden-test markers")
+        leaked = [ln for ln in solution_lines if ln in text]
+        if leaked:
+            problems.append(f"{rel}: contains solution code, e.g. {leaked[0]!r}")
+    return problems
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=str(ROOT / "build" / "student-template"))
+    args = ap.parse_args(argv)
+    try:
+        out = build(Path(args.out))
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    files = sum(1 for p in out.rglob("*") if p.is_file())
+    print(f"student template: {out} ({files} files); no solution code, hidden tests or reference solutions")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,217 @@
+"""The grader (`course grade`, `pytest autograder`): reference solutions pass, stubs and broken
+submissions fail each check with the message that says what to change.
+
+Every case is a real notebook file graded by the real grader (worker process, tagged cells).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from autograder.grade import grade
+from submissions import ROOT, completed, copy_records, edit, stub, write
+
+pytestmark = pytest.mark.data
+
+S2 = "session2/4_bn_dropout"
+S3 = "session3/regularization"
+
+
+def verdicts(report) -> dict:
+    return {c.id: (c.passed, c.message) for c in report.checks}
+
+
+def assert_only_fails(report, failing: dict):
+    """``failing`` maps check id -> a phrase its message must contain; every other check passes."""
+    got = verdicts(report)
+    for cid, (passed, msg) in got.items():
+        if cid in failing:
+            assert not passed, f"{cid} passed but should fail"
+            assert failing[cid].lower() in msg.lower(), f"{cid}: {msg!r} lacks {failing[cid]!r}"
+        else:
+            assert passed, f"{cid} failed: {msg}"
+
+
+# --------------------------------------------------------------------------- no training needed
+
+@pytest.mark.parametrize("name", ["1_skeleton", "2_lighter", "3_gap"])
+def test_completed_session2_iterations_get_full_marks(name, tmp_path):
+    report = grade(write(completed(f"session2/{name}"), tmp_path, f"{name}.ipynb"))
+    assert report.passed and report.score == report.max_score == 3, report.table()
+
+
+@pytest.mark.parametrize("assignment", ["session2/1_skeleton", S2, S3])
+def test_stub_notebooks_fail_every_check_naming_the_stub(assignment, tmp_path):
+    report = grade(ROOT / "sessions" / f"{assignment}.ipynb", runs_dirs=[tmp_path])
+    assert report.score == 0 and not report.passed
+    for c in report.checks:
+        if c.id in ("epochs", "accuracy"):
+            assert "No run record" in c.message, c.message
+        else:
+            assert "is not implemented yet" in c.message and "`" in c.message, (c.id, c.message)
+
+
+def test_session3_exercises_pass_before_training(tmp_path):
+    report = grade(write(completed(S3), tmp_path, "regularization.ipynb"), runs_dirs=[tmp_path])
+    assert_only_fails(report, {"epochs": "No run record named 's3-l1-bn'", "accuracy": "No run record"})
+
+
+BROKEN_MODELS = {
+    # name: (edit of the definitions cell "net", check -> phrase in its message)
+    "over_10k_parameters": (("nn.Conv2d(16, 16, 1, bias=False),",
+                             "nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.Conv2d(16, 16, 3, padding=1, bias=False),"),
+                            {"parameters": "parameters: the limit is fewer than 10,000. Largest layers"}),
+    "linear_head": (("nn.Conv2d(10, 10, 1, bias=False),", "nn.Flatten(), nn.Linear(10, 10, bias=False),"),
+                    {"no_fc": "Fully connected layers are not allowed: features.11 (Linear)"}),
+    "functional_linear_head": (("return F.log_softmax(self.features(x).flatten(1), dim=1)",
+                                "h = self.features[:-1](x).flatten(1)\n"
+                                "        return F.log_softmax(F.linear(h, self.features[-1].weight.flatten(1)), dim=1)"),
+                               {"no_fc": "forward() computes a dense (fully connected) product: ['linear']"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_MODELS))
+def test_broken_session2_models_are_caught(case, tmp_path):
+    (old, new), failing = BROKEN_MODELS[case]
+    nb = edit(completed(S2), "net", old, new)
+    report = grade(write(nb, tmp_path, "4_bn_dropout.ipynb"), runs_dirs=[tmp_path])
+    failing = {**failing, "epochs": "No run record", "accuracy": "No run record"}
+    assert_only_fails(report, failing)
+
+
+def test_fifteen_epochs_in_session2_fail_the_epoch_check(tmp_path):
+    nb = edit(completed(S2), "config", 'epochs=14', 'epochs=15')
+    report = grade(write(nb, tmp_path, "4_bn_dropout.ipynb"), runs_dirs=[tmp_path])
+    passed, msg = verdicts(report)["epochs"]
+    assert not passed and "declares 15 epochs; session2 allows fewer than 15" in msg, msg
+
+
+def test_ghost_batch_norm_that_ignores_virtual_batches_is_caught(tmp_path):
+    solution = completed(S3)
+    plain = "\n".join(["class GhostBatchNorm(nn.BatchNorm2d):",
+                       "    def __init__(self, num_features, num_splits=4, **kwargs):",
+                       "        super().__init__(num_features, **kwargs)",
+                       "        self.num_splits = num_splits"])
+    report = grade(write(edit(solution, "ghost_batch_norm", None, plain), tmp_path, "regularization.ipynb"),
+                   runs_dirs=[tmp_path])
+    passed, msg = verdicts(report)["ghost_batch_norm"]
+    assert not passed and "matches ordinary BatchNorm over the whole batch: split the batch" in msg, msg
+    assert verdicts(report)["l1_penalty"][0] and verdicts(report)["net"][0]
+
+
+@pytest.mark.parametrize("body, phrase", [
+    ("return sum(p.abs().sum() for n, p in model.named_parameters() if 'bn' in n or p.dim() == 1)",
+     "the sum of |w| over conv weights is"),
+    ("return next(m for m in model.modules() if isinstance(m, nn.Conv2d)).weight.abs().sum()",
+     "the sum of |w| over conv weights is"),
+])
+def test_l1_penalty_that_skips_conv_weights_is_caught(body, phrase, tmp_path):
+    src = f"def l1_penalty(model):\n    {body}\n"
+    report = grade(write(edit(completed(S3), "l1_penalty", None, src), tmp_path, "regularization.ipynb"),
+                   runs_dirs=[tmp_path])
+    passed, msg = verdicts(report)["l1_penalty"]
+    assert not passed and phrase in msg, msg
+
+
+def test_variant_that_does_not_use_its_regulariser_is_caught(tmp_path):
+    nb = edit(completed(S3), "config", 'BASE.replace(name="s3-l2-bn", weight_decay=WEIGHT_DECAY)',
+              'BASE.replace(name="s3-l2-bn")')
+    report = grade(write(nb, tmp_path, "regularization.ipynb"), runs_dirs=[tmp_path])
+    passed, msg = verdicts(report)["accuracy"]
+    assert not passed and "VARIANTS['L2+BN'] needs weight_decay > 0" in msg, msg
+
+
+def test_bad_notebook_file_gives_a_clear_message(tmp_path):
+    bad = tmp_path / "4_bn_dropout.ipynb"
+    bad.write_text('{"cells": [')
+    report = grade(bad)
+    assert report.score == 0 and all("is not valid notebook JSON" in c.message for c in report.checks)
+
+
+def test_cli_prints_a_table_writes_json_and_exits_1_on_failure(tmp_path):
+    path = write(completed("session2/3_gap"), tmp_path / "sub", "3_gap.ipynb")
+    broken = write(stub("session2/2_lighter"), tmp_path / "sub", "2_lighter.ipynb")
+    before = path.read_bytes(), broken.read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "course_utils", "grade", str(tmp_path / "sub"), "--out",
+                           str(tmp_path / "grades")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "total        3/3    PASS" in proc.stdout and "0/3" in proc.stdout, proc.stdout
+    assert "What to change:" in proc.stdout and "`Net` is not implemented yet" in proc.stdout
+    result = json.loads((tmp_path / "grades" / "3_gap.json").read_text())
+    assert result["score"] == result["max_score"] == 3 and result["passed"] is True
+    assert (path.read_bytes(), broken.read_bytes()) == before, "the grader modified a submission"
+
+
+def test_pytest_front_end_reports_points_and_feedback(tmp_path):
+    path = write(completed("session2/3_gap"), tmp_path, "3_gap.ipynb")
+    stub_path = write(stub("session2/3_gap"), tmp_path / "stub", "3_gap.ipynb")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "autograder", "--submission", str(path), "--submission",
+                           str(stub_path), "-p", "no:cacheprovider", "--grade-json", str(tmp_path / "g.json")],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert "3 failed, 3 passed" in proc.stdout, proc.stdout[-3000:]
+    assert "no_fc[1pt]" in proc.stdout and "score: 3/6" in proc.stdout
+    assert json.loads((tmp_path / "g.json").read_text())[0]["score"] == 3
+    usage = subprocess.run([sys.executable, "-m", "pytest", "autograder", "-p", "no:cacheprovider"],
+                           capture_output=True, text=True, cwd=ROOT)
+    assert usage.returncode != 0 and "--submission PATH" in usage.stdout + usage.stderr
+
+
+# --------------------------------------------------------------------------- with real run records
+
+@pytest.mark.slow
+@pytest.mark.parametrize("assignment, session", [(S2, "session2"), (S3, "session3")])
+def test_reference_solutions_get_full_marks_in_checkpoint_mode(assignment, session, solution_runs, tmp_path):
+    runs = solution_runs.records_of(session)
+    path = write(completed(assignment), tmp_path, assignment.split("/")[1] + ".ipynb")
+    copy_records(runs, tmp_path / "runs")
+    t = time.perf_counter()
+    report = grade(path)  # finds runs/ next to the notebook
+    assert report.passed and report.score == report.max_score, report.table()
+    assert time.perf_counter() - t < 30, f"checkpoint-mode grading took {time.perf_counter() - t:.1f} s"
+    assert "(grader-evaluated)" in verdicts(report)["accuracy"][1] or session == "session3"
+
+
+@pytest.mark.slow
+def test_checkpoint_below_target_is_caught_whatever_the_record_says(solution_runs, tmp_path):
+    runs = copy_records(solution_runs.records_of("session2"), tmp_path / "runs", {"s2-4-bn-dropout"})
+    (rec,) = list(runs.iterdir())
+    state = torch.load(rec / "model.pt", weights_only=True)
+    first = next(k for k in state if k.endswith("weight") and state[k].dim() == 4)
+    state[first] = torch.zeros_like(state[first])  # the printed history still says >= 99.4%
+    torch.save(state, rec / "model.pt")
+    report = grade(write(completed(S2), tmp_path, "4_bn_dropout.ipynb"))
+    passed, msg = verdicts(report)["accuracy"]
+    assert not passed and "on the MNIST test set (evaluated by the grader); 99.4% is needed" in msg, msg
+    assert verdicts(report)["epochs"][0]
+
+
+@pytest.mark.slow
+def test_record_trained_with_another_config_is_not_graded(solution_runs, tmp_path):
+    copy_records(solution_runs.records_of("session2"), tmp_path / "runs", {"s2-4-bn-dropout"})
+    nb = edit(completed(S2), "config", "lr=0.1", "lr=0.05")
+    report = grade(write(nb, tmp_path, "4_bn_dropout.ipynb"))
+    passed, msg = verdicts(report)["accuracy"]
+    assert not passed and "different config: lr (record 0.1, notebook 0.05)" in msg, msg
+
+
+@pytest.mark.slow
+def test_retrain_mode_trains_with_the_grader_seed_and_grades_that_run(tmp_path):
+    """Retrain mode ignores submitted records and trains the notebook's config with the grader's seed.
+    A 2-epoch config keeps this test short (and below target, so the verdict is the retrained run's);
+    `course grade --retrain` on the full reference solution is the long version (see the README)."""
+    copy_records_from = tmp_path / "elsewhere"
+    nb = edit(completed(S2), "config", "epochs=14", "epochs=2")
+    report = grade(write(nb, tmp_path, "4_bn_dropout.ipynb"), retrain=True, seed=7, runs_dirs=[copy_records_from])
+    assert verdicts(report)["epochs"] == (True, "2 epochs (< 15)"), report.table()
+    passed, msg = verdicts(report)["accuracy"]
+    assert not passed and "(evaluated by the grader); 99.4% is needed" in msg, msg
+    assert report.seed == 7 and report.mode == "retrain"
+    # the same notebook and seed retrain to the same checkpoint accuracy (deterministic on one CPU)
+    again = grade(write(nb, tmp_path / "again", "4_bn_dropout.ipynb"), retrain=True, seed=7)
+    assert verdicts(again)["accuracy"][1].split("%")[0] == msg.split("%")[0]

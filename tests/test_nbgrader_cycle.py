@@ -1,0 +1,58 @@
+"""The instructor's nbgrader cycle, headless, on a scratch course directory:
+generate_assignment -> a completed and a stub-only submission -> autograde -> generate_feedback
+-> export. The completed submission gets full marks, the stubs get zero, both get feedback HTML."""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from submissions import ROOT, completed, copy_records, stub, write
+
+pytestmark = [pytest.mark.slow, pytest.mark.notebook, pytest.mark.data]
+
+NOTEBOOKS = {"session2": ["1_skeleton", "2_lighter", "3_gap", "4_bn_dropout"], "session3": ["regularization"]}
+
+
+def nbgrader(course: Path, *args: str, data_root: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in ("COURSE_RUNS", "NBGRADER_EXECUTION")}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")  # nbgrader calls alembic
+    env["COURSE_DATA"] = str(data_root)
+    proc = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=env, capture_output=True,
+                          text=True, timeout=1800)
+    assert proc.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout + proc.stderr
+
+
+def test_generate_autograde_feedback_export(solution_runs, mnist_root, tmp_path):
+    runs = solution_runs.records_of("session2")
+    solution_runs.records_of("session3")
+    course = tmp_path / "course"
+    course.mkdir()
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(ROOT / "solutions", course / "solutions",
+                    ignore=shutil.ignore_patterns("runs", ".ipynb_checkpoints", "__pycache__"))
+    for a, names in NOTEBOOKS.items():
+        nbgrader(course, "generate_assignment", a, "--force", data_root=mnist_root)
+        for name in names:
+            write(completed(f"{a}/{name}"), course / "submitted" / "alice" / a, f"{name}.ipynb")
+            write(stub(f"{a}/{name}"), course / "submitted" / "bob" / a, f"{name}.ipynb")
+        copy_records(runs, course / "submitted" / "alice" / a / "runs")
+        submitted = {p: p.read_bytes() for p in (course / "submitted").rglob("*.ipynb")}
+        nbgrader(course, "autograde", a, "--force", data_root=mnist_root)
+        nbgrader(course, "generate_feedback", a, "--force", data_root=mnist_root)
+        assert {p: p.read_bytes() for p in (course / "submitted").rglob("*.ipynb")} == submitted
+        for student in ("alice", "bob"):
+            html = sorted((course / "feedback" / student / a).glob("*.html"))
+            assert [h.stem for h in html] == sorted(names), (student, a, html)
+    nbgrader(course, "export", data_root=mnist_root)
+    rows = list(csv.DictReader((course / "grades.csv").open()))
+    scores = {(r["student_id"], r["assignment"]): (float(r["score"]), float(r["max_score"])) for r in rows}
+    assert scores[("alice", "session2")] == (scores[("alice", "session2")][1],) * 2 == (19.0, 19.0), scores
+    assert scores[("alice", "session3")] == (14.0, 14.0), scores
+    assert scores[("bob", "session2")][0] == 0 and scores[("bob", "session3")][0] == 0, scores

@@ -1,0 +1,56 @@
+"""`make student-release`: the student template has notebooks, library, grader and CI workflow,
+and no solution code, hidden test, reference solution, data or checkpoint."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from autograder import student_release
+from submissions import ROOT, completed, write
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    return student_release.build(tmp_path_factory.mktemp("tmpl") / "student")
+
+
+def test_template_holds_what_a_student_needs_and_no_instructor_material(template):
+    for rel in ("sessions/session2/4_bn_dropout.ipynb", "sessions/session3/regularization.ipynb",
+                "course_utils/engine.py", "autograder/grade.py", "autograder/checks.py", "autograder/conftest.py",
+                ".github/workflows/grade.yml", "Makefile", "README.md", "pyproject.toml"):
+        assert (template / rel).is_file(), rel
+    assert not (template / "autograder" / "reference").exists()
+    assert not (template / "solutions").exists() and not (template / "tests").exists()
+    assert student_release.leaks(template) == []
+    workflow = (template / ".github" / "workflows" / "grade.yml").read_text()
+    assert "pytest autograder --submission sessions" in workflow and "GITHUB_STEP_SUMMARY" in workflow
+
+
+def test_leak_scan_finds_solution_code_markers_and_checkpoints(template, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    solution = json.loads((ROOT / "solutions" / "session3" / "regularization.ipynb").read_text())
+    line = next(iter(student_release._solution_lines(solution)))
+    (bad / "notes.py").write_text(f"# copied\n{line}\n")
+    (bad / "hidden.py").write_text("### BEGIN HIDDEN TESTS\n")
+    (bad / "model.pt").write_bytes(b"\0")
+    problems = "\n".join(student_release.leaks(bad))
+    assert "notes.py: contains solution code" in problems
+    assert "hidden.py: contains solution or hidden-test markers" in problems
+    assert "model.pt: checkpoint" in problems
+
+
+@pytest.mark.data
+def test_template_grader_runs_on_its_own(template, tmp_path):
+    """The copy of the grader in the template works without the instructor's files."""
+    write(completed("session2/3_gap"), template / "sessions" / "done", "3_gap.ipynb")
+    proc = subprocess.run([sys.executable, "-m", "autograder.grade", "sessions", "--out", str(tmp_path / "g")],
+                          cwd=template, capture_output=True, text=True, env={"PYTHONPATH": str(template),
+                                                                             "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "sessions/done/3_gap.ipynb: session2/3_gap" in proc.stdout and "3/3" in proc.stdout, proc.stdout
+    assert "is not implemented yet" in proc.stdout
+    assert "autograder/reference" not in proc.stdout + proc.stderr
