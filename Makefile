@@ -21,7 +21,7 @@ help:
 	@echo "make bench      pipeline speed: seed-style DataLoader vs the in-memory pipeline"
 	@echo "make release    regenerate the student notebooks sessions/ from solutions/ (nbgrader)"
 	@echo "make reproduce  run every solution notebook at full length, the seed sweep, then the reports"
-	@echo "make seeds      train the graded configs over SEEDS (default: 1 2 3) and print min/mean/max"
+	@echo "make seeds      train the graded configs over SEEDS (default: 1 2 3; WORKERS=2 processes) and print min/mean/max"
 	@echo "make report     render sessions/session{2,3}/README.md from the run records in runs/"
 	@echo "make grade SUBMISSION=path [GRADE_ARGS=--retrain]   grade notebook(s) or a folder of them"
 	@echo "make student-release   build the student template repository in build/student-template"
@@ -60,6 +60,7 @@ check-release: setup
 	@$(PY) -m autograder.release --check
 
 SEEDS ?= 1 2 3
+WORKERS ?= 2
 NOTEBOOKS := $(sort $(wildcard solutions/session2/*.ipynb)) $(wildcard solutions/session3/*.ipynb)
 
 reproduce: data
@@ -67,7 +68,7 @@ reproduce: data
 	@$(MAKE) --no-print-directory seeds report
 
 seeds: data
-	@$(PY) benchmarks/seeds.py --seeds $(SEEDS)
+	@$(PY) benchmarks/seeds.py --seeds $(SEEDS) --workers $(WORKERS)
 
 report: data
 	@$(PY) -m autograder.report
@@ -77,7 +78,7 @@ grade: data
 	@$(PY) -m course_utils grade $(SUBMISSION) $(GRADE_ARGS)
 
 student-release: setup
-	@$(PY) -m autograder.student_release
+	@$(PY) -m autograder.student_release $(if $(COURSE_REPO),--course-repo $(COURSE_REPO) --course-ref $(COURSE_REF))
 
 clean:
 	rm -rf runs .pytest_cache

@@ -15,14 +15,27 @@ from typing import Callable
 import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from course_utils.inspection import count_parameters, find_fc_layers, largest_layers
+from course_utils.inspection import find_fc_layers, largest_layers
 
 from .policy import POLICIES, Policy
 
 
 class CheckFailed(AssertionError):
     """A grading check did not pass; the message says why and what to do."""
+
+
+#: set by the grading worker: an :class:`autograder.guard.Snapshot` taken before the submission ran
+GUARD = None
+#: what the submission replaced in torch, builtins or the grader (restored, then reported)
+TAMPERED: list[str] = []
+
+
+def _restore() -> None:
+    """Undo the submission's monkeypatches (in the grading worker; a no-op elsewhere)."""
+    if GUARD is not None:
+        TAMPERED.extend(x for x in GUARD.restore() if x not in TAMPERED)
 
 
 def _fail(msg: str):
@@ -49,16 +62,126 @@ def build(model_cls: Callable[[], nn.Module], name: str | None = None) -> nn.Mod
             raise
         except Exception as e:  # noqa: BLE001 - any error building the model is the student's to fix
             _fail(f"`{name}()` raised {type(e).__name__}: {e}")
+    _restore()
     if not isinstance(model, nn.Module):
         _fail(f"`{name}()` must build an nn.Module, got {type(model).__name__}")
     return model
 
 
+_numel = torch._C.TensorBase.numel
+_Parameter, _Tensor = nn.Parameter, torch.Tensor
+
+
+def trusted_parameters(model: nn.Module) -> list[torch.Tensor]:
+    """Every parameter registered anywhere in ``model``, found by walking the modules' own
+    ``_parameters``/``_modules`` dictionaries: no method the submission could override
+    (``parameters``, ``named_modules``, ...) is called. Shared parameters are listed once."""
+    out, seen_params, seen_mods, stack = [], set(), set(), [model]
+    while stack:
+        m = stack.pop()
+        if id(m) in seen_mods:
+            continue
+        seen_mods.add(id(m))
+        try:
+            params = object.__getattribute__(m, "_parameters")
+            mods = object.__getattribute__(m, "_modules")
+        except AttributeError:
+            _fail(f"{type(m).__name__} is not initialised as an nn.Module (call super().__init__() first)")
+        for p in dict.values(params):
+            if p is not None and id(p) not in seen_params:
+                seen_params.add(id(p))
+                out.append(p)
+        stack.extend(v for v in dict.values(mods) if v is not None)
+    odd = sorted({type(p).__name__ for p in out if type(p) not in (_Parameter, _Tensor)})
+    if odd:
+        _fail(f"Parameters must be plain nn.Parameter tensors, found {', '.join(odd)}: a tensor subclass can "
+              "misreport its size, so the grader does not accept one.")
+    return out
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Total parameters (trainable and frozen), counted from the tensors themselves."""
+    return sum(_numel(p) for p in trusted_parameters(model))
+
+
+class ForwardTrace(TorchDispatchMode):
+    """Every aten operation of one forward pass (below Python, so wrappers, monkeypatches and direct
+    ``torch.ops.aten`` calls are all seen): convolutions with their shapes and weight storage, and
+    dense matrix products."""
+
+    DENSE = {"mm", "addmm", "bmm", "baddbmm", "addbmm", "matmul", "mv", "addmv", "dot", "linear",
+             "_addmm_activation", "mkldnn_linear"}
+
+    def __init__(self):
+        super().__init__()
+        self.convs: list[dict] = []
+        self.dense: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in ("convolution", "_convolution", "conv2d", "mkldnn_convolution"):
+            x, w = args[0], args[1]
+            padding = args[4] if len(args) > 4 else kwargs.get("padding", (0, 0))
+            self.convs.append({"input": tuple(x.shape), "weight": tuple(w.shape), "padding": tuple(padding),
+                               "storage": w.untyped_storage().data_ptr()})
+        elif name in self.DENSE:
+            self.dense.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def trace_forward(model: nn.Module, input_size=(2, 1, 28, 28)) -> ForwardTrace:
+    """Run one eval-mode forward pass of a batch of zeros under :class:`ForwardTrace`."""
+    model.eval()
+    with _stub_guard(f"`{type(model).__name__}.forward`"):
+        try:
+            with torch.no_grad(), ForwardTrace() as trace:
+                model(torch.zeros(input_size))
+        except NotImplementedError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            _fail(f"forward() fails on a batch of shape {tuple(input_size)}: {type(e).__name__}: {e}")
+    return trace
+
+
+def hidden_weights(model: nn.Module, trace: ForwardTrace | None = None) -> list[str]:
+    """Convolutions whose kernel is not a registered parameter: a buffer, a plain tensor attribute,
+    a tensor built in ``forward`` or read from a file (weights the parameter count would miss)."""
+    trace = trace or trace_forward(model)
+    owned = {p.untyped_storage().data_ptr() for p in trusted_parameters(model)}
+    return [f"conv with kernel {c['weight']} on input {c['input']}" for c in trace.convs if c["storage"] not in owned]
+
+
+def full_map_convs(trace: ForwardTrace) -> list[str]:
+    """Convolutions whose kernel covers their whole (padded) input of more than one pixel, giving a 1x1
+    output: a fully connected layer written as a conv. The 1x1 conv after global average pooling
+    (a 1x1 input) is not one."""
+    out = []
+    for c in trace.convs:
+        (h, w), (kh, kw) = c["input"][-2:], c["weight"][-2:]
+        pad = tuple(c["padding"]) or (0,)
+        ph, pw = (pad * 2)[:2] if len(pad) == 1 else pad[:2]
+        if h * w > 1 and kh * kw > 1 and h + 2 * ph - kh + 1 <= 1 and w + 2 * pw - kw + 1 <= 1:
+            out.append(f"a {kh}x{kw} conv over a {h}x{w} feature map (kernel {c['weight']})")
+    return out
+
+
 def check_parameters(model: nn.Module, policy: Policy | str = "session2", limit: int | None = None) -> str:
-    """Total parameters (trainable and frozen) below the limit; on failure, name the largest layers."""
+    """Total parameters (trainable and frozen) below the limit; on failure, name the largest layers.
+    Counted from the registered parameter tensors; convolutions whose weights are not parameters
+    (buffers, plain tensors, tensors made in ``forward``) fail the check, since they would escape it."""
     policy = POLICIES[policy] if isinstance(policy, str) else policy
     limit = limit or policy.max_parameters
+    hidden = hidden_weights(model)
+    _restore()
+    if TAMPERED:
+        _fail(f"Your code replaces {', '.join(TAMPERED[:4])}{' ...' if len(TAMPERED) > 4 else ''} (monkeypatching "
+              "torch, Python builtins or the grader). That is not allowed: the grader restored the originals. "
+              "Remove that code.")
     n = count_parameters(model)
+    if hidden:
+        _fail(f"{'; '.join(hidden)}: its weight is not an nn.Parameter of the model (a buffer, a plain tensor "
+              "attribute, a tensor built in forward or loaded from a file), so it would escape the parameter "
+              "budget. Make every conv weight a parameter (use nn.Conv2d).")
     if n >= limit:
         big = ", ".join(f"{name} {count:,}" for name, count in largest_layers(model, 4))
         _fail(f"{n:,} parameters: the limit is fewer than {limit:,}. Largest layers: {big}. Use fewer channels "
@@ -92,17 +215,30 @@ def dense_ops_in_forward(model: nn.Module, input_size=(2, 1, 28, 28)) -> list[st
     return trace.calls
 
 
-def check_no_fc(model: nn.Module) -> str:
-    """No fully connected layer: neither an FC module nor a dense product written in ``forward``."""
+def check_no_fc(model: nn.Module, full_map_ok: bool = False) -> str:
+    """No fully connected layer: neither an FC module nor a dense product written in ``forward``,
+    nor a conv whose kernel covers its whole multi-pixel input. ``full_map_ok`` lets that last one
+    through for Session 2 iterations 1-2, whose final 7x7 conv is the big kernel iteration 3 removes."""
     fc = find_fc_layers(model)
     if fc:
         _fail("Fully connected layers are not allowed: " + ", ".join(f"{n} ({t})" for n, t in fc) +
               ". End with global average pooling and a 1x1 conv to 10 channels instead.")
+    trace = trace_forward(model)  # fails with a clear message when forward itself fails
     with _stub_guard(f"`{type(model).__name__}.forward`"):
         ops = dense_ops_in_forward(model)
     if ops:
         _fail(f"forward() computes a dense (fully connected) product: {sorted(set(ops))}. "
               "Use convolutions, global average pooling and a 1x1 conv to 10 channels instead.")
+    if trace.dense:
+        _fail(f"forward() computes a dense (fully connected) product: {sorted(set(trace.dense))} "
+              "(seen at the operator level). Use convolutions, global average pooling and a 1x1 conv instead.")
+    full = full_map_convs(trace)
+    if full and full_map_ok:
+        return (f"no fully connected layer; note: {'; '.join(full)} covers its whole feature map, which is what a "
+                "fully connected layer does (iteration 3 replaces it with global average pooling)")
+    if full:
+        _fail(f"{'; '.join(full)}: a kernel that covers its whole feature map is a fully connected layer. "
+              "Reduce the map with global average pooling first; a 1x1 conv on the pooled 1x1 map is fine.")
     return "no fully connected layer (modules and traced forward)"
 
 

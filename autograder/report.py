@@ -95,7 +95,9 @@ def session2(runs_dir, out_dir: Path) -> str:
     lines = ["# Session 2: toward 99.4% with fewer than 10,000 parameters", "",
              "Rendered by `make report` from the run records in `runs/` (written by `make reproduce` and "
              "`make seeds`); do not edit by hand. Target and Analysis come from the solution notebooks in "
-             "`solutions/session2/`, every number from a run record.", ""]
+             "`solutions/session2/`, every number from a run record. Training times are the records' wall "
+             "times: they depend on the machine and on what else ran on it (these records were trained "
+             "while other training jobs shared the CPU; `make bench` measures speed on its own).", ""]
     curves = {}
     for i, (stem, name, title) in enumerate(ITERATIONS, 1):
         nb = nb_dir / f"{stem}.ipynb"
@@ -168,6 +170,8 @@ def session3(runs_dir, out_dir: Path) -> str:
 
     best = max(summary, key=lambda k: (summary[k]["final"], summary[k]["last3"]))
     data = mnist_data(1000)
+    for old in figs.glob("misclassified_*.png"):  # the best variant may have changed since the last report
+        old.unlink()
     lines += ["## Misclassified test images", ""]
     for label in dict.fromkeys(("GBN", best)):
         if label not in found:

@@ -51,6 +51,21 @@ jobs:
           python -m pip install --upgrade pip
           python -m pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu
           python -m pip install -e .
+      - name: Pinned grader
+        # The grader is the course's, not this repository's: with COURSE_REPO/COURSE_REF set (make
+        # student-release COURSE_REPO=... COURSE_REF=...) it is fetched from the course repository at
+        # that commit; either way every grader file must match grader.sha256, written when the
+        # template was built. An edited test or check fails here instead of changing the grade.
+        env:
+          COURSE_REPO: "{course_repo}"
+          COURSE_REF: "{course_ref}"
+        run: |
+          if [ -n "$COURSE_REPO" ]; then
+            git clone --quiet "$COURSE_REPO" /tmp/course && git -C /tmp/course checkout --quiet "$COURSE_REF"
+            for d in autograder course_utils; do rm -rf "$d" && cp -r "/tmp/course/$d" "$d"; done
+            rm -rf autograder/reference
+          fi
+          sha256sum --check --quiet grader.sha256 || {{ echo "::error::grader files differ from the pinned copy (grader.sha256)"; exit 1; }}
       - name: MNIST (verified by MD5)
         run: python -m course_utils data
       - name: Grade
@@ -64,11 +79,11 @@ jobs:
           if not p.exists():
               print("Grading did not run: see the job log."); raise SystemExit
           for r in json.loads(p.read_text()):
-              print(f"### {r['notebook']}: {r['score']}/{r['max_score']}\\n")
+              print(f"### {{r['notebook']}}: {{r['score']}}/{{r['max_score']}}\\n")
               print("| check | points | result | reason |\\n| --- | --- | --- | --- |")
               for c in r["checks"]:
                   reason = " ".join(c["message"].split()).replace("|", "/")[:300]
-                  print(f"| {c['id']} | {c['points']}/{c['max_points']} | {'PASS' if c['passed'] else 'FAIL'} | {reason} |")
+                  print(f"| {{c['id']}} | {{c['points']}}/{{c['max_points']}} | {{'PASS' if c['passed'] else 'FAIL'}} | {{reason}} |")
               print()
           EOF
       - uses: actions/upload-artifact@v4
@@ -124,8 +139,21 @@ Grade one notebook locally: `.venv/bin/course grade sessions/session2/4_bn_dropo
 """
 
 
-def build(out: Path, root: Path = ROOT) -> Path:
-    """Write the template into ``out`` (replaced if it exists); raise if it would leak anything."""
+def manifest(template: Path) -> str:
+    """``sha256sum``-format lines for every grader file (autograder/, course_utils/) of a template."""
+    import hashlib
+
+    lines = []
+    for d in ("autograder", "course_utils"):
+        for p in sorted((template / d).rglob("*")):
+            if p.is_file() and "__pycache__" not in p.parts:
+                lines.append(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(template).as_posix()}")
+    return "\n".join(lines) + "\n"
+
+
+def build(out: Path, root: Path = ROOT, course_repo: str = "", course_ref: str = "") -> Path:
+    """Write the template into ``out`` (replaced if it exists); raise if it would leak anything.
+    ``course_repo``/``course_ref`` make the student workflow fetch the grader from that commit."""
     out = Path(out).resolve()
     if out.exists():
         shutil.rmtree(out)
@@ -146,7 +174,9 @@ def build(out: Path, root: Path = ROOT) -> Path:
     (out / "README.md").write_text(README)
     (out / ".gitignore").write_text(".venv/\n/data\n__pycache__/\n*.egg-info/\n.ipynb_checkpoints/\ngrades/\n")
     (out / ".github" / "workflows").mkdir(parents=True)
-    (out / ".github" / "workflows" / "grade.yml").write_text(WORKFLOW)
+    (out / ".github" / "workflows" / "grade.yml").write_text(WORKFLOW.format(course_repo=course_repo,
+                                                                            course_ref=course_ref))
+    (out / "grader.sha256").write_text(manifest(out))
     problems = leaks(out, root)
     if problems:
         raise RuntimeError("the student template would leak instructor material:\n" + "\n".join(problems))
@@ -185,9 +215,14 @@ def leaks(template: Path, root: Path = ROOT) -> list[str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(ROOT / "build" / "student-template"))
+    ap.add_argument("--course-repo", default="", help="git URL the student workflow fetches the grader from")
+    ap.add_argument("--course-ref", default="", help="the commit (or tag) of that repository to grade with")
     args = ap.parse_args(argv)
+    if bool(args.course_repo) != bool(args.course_ref):
+        print("error: give --course-repo and --course-ref together (pin a commit)", file=sys.stderr)
+        return 2
     try:
-        out = build(Path(args.out))
+        out = build(Path(args.out), course_repo=args.course_repo, course_ref=args.course_ref)
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -226,10 +226,10 @@ def _parameters(ctx: Context, limit: int | None = None) -> str:
 
 
 @check("no_fc")
-def _no_fc(ctx: Context) -> str:
+def _no_fc(ctx: Context, full_map_ok: bool = False) -> str:
     from . import checks
 
-    return checks.check_no_fc(_model(ctx))
+    return checks.check_no_fc(_model(ctx), full_map_ok=full_map_ok)
 
 
 @check("ghost_batch_norm")
@@ -324,14 +324,18 @@ def run(request: dict) -> int:
         os.fsync(out.fileno())
 
     assignment = ASSIGNMENTS[request["assignment"]]
+    from . import checks, guard
+    from .checks import CheckFailed
+
+    checks.GUARD = guard.snapshot()  # before any submission code runs
     try:
         ns = load_namespace(request["notebook"])
     except (SubmissionError, LoadFailed) as e:
         emit(event="load", ok=False, message=str(e))
         return 0
-    emit(event="load", ok=True)
+    checks._restore()
+    emit(event="load", ok=True, tampered=list(checks.TAMPERED))
     ctx = Context(ns, assignment, request)
-    from .checks import CheckFailed
 
     by_id = {c.id: c for c in assignment.checks}
     for cid in request["checks"]:
@@ -347,6 +351,7 @@ def run(request: dict) -> int:
         except (Exception, SystemExit) as e:  # noqa: BLE001 - a check never takes the others down
             line = _student_line(e)
             passed, msg = False, f"{type(e).__name__}: {e}" + (f" (in your code, line {line})" if line else "")
+        checks._restore()
         emit(event="result", check=cid, passed=passed, message=str(msg), seconds=round(time.perf_counter() - t0, 3))
     return 0
 

@@ -1,6 +1,7 @@
 """The instructor's nbgrader cycle, headless, on a scratch course directory:
 generate_assignment -> a completed and a stub-only submission -> autograde -> generate_feedback
--> export. The completed submission gets full marks, the stubs get zero, both get feedback HTML."""
+-> export. The completed submission gets full marks, the stubs get zero, both get feedback HTML;
+autograding the same submissions a second time gives the same grades (one gradebook row each)."""
 from __future__ import annotations
 
 import csv
@@ -56,3 +57,10 @@ def test_generate_autograde_feedback_export(solution_runs, mnist_root, tmp_path)
     assert scores[("alice", "session2")] == (scores[("alice", "session2")][1],) * 2 == (19.0, 19.0), scores
     assert scores[("alice", "session3")] == (14.0, 14.0), scores
     assert scores[("bob", "session2")][0] == 0 and scores[("bob", "session3")][0] == 0, scores
+
+    # autograding the same submissions again gives the same grades and a consistent gradebook
+    nbgrader(course, "autograde", "session2", "--force", data_root=mnist_root)
+    nbgrader(course, "export", data_root=mnist_root)
+    again = list(csv.DictReader((course / "grades.csv").open()))
+    assert len(again) == len(rows)
+    assert {(r["student_id"], r["assignment"]): (float(r["score"]), float(r["max_score"])) for r in again} == scores

@@ -54,3 +54,20 @@ def test_template_grader_runs_on_its_own(template, tmp_path):
     assert "sessions/done/3_gap.ipynb: session2/3_gap" in proc.stdout and "3/3" in proc.stdout, proc.stdout
     assert "is not implemented yet" in proc.stdout
     assert "autograder/reference" not in proc.stdout + proc.stderr
+
+
+def test_workflow_grades_with_a_pinned_grader(tmp_path):
+    """grader.sha256 pins every grader file; an edited check or test fails the workflow's check, and
+    with --course-repo/--course-ref the workflow fetches the grader from the course repository."""
+    out = student_release.build(tmp_path / "pinned", course_repo="https://example.org/course.git", course_ref="abc123")
+    workflow = (out / ".github" / "workflows" / "grade.yml").read_text()
+    assert 'COURSE_REPO: "https://example.org/course.git"' in workflow and 'COURSE_REF: "abc123"' in workflow
+    assert workflow.index("sha256sum --check") < workflow.index("pytest autograder --submission")
+    listed = (out / "grader.sha256").read_text()
+    assert "autograder/checks.py" in listed and "autograder/conftest.py" in listed and "course_utils/engine.py" in listed
+    check = ["sha256sum", "--check", "--quiet", "grader.sha256"]
+    assert subprocess.run(check, cwd=out, capture_output=True).returncode == 0
+    checks_py = out / "autograder" / "checks.py"
+    checks_py.write_text(checks_py.read_text().replace("if n >= limit:", "if False:"))
+    proc = subprocess.run(check, cwd=out, capture_output=True, text=True)
+    assert proc.returncode != 0 and "autograder/checks.py" in proc.stdout + proc.stderr
