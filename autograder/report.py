@@ -205,7 +205,10 @@ def findings(s: dict) -> list[str]:
     between = s[order[0]]["final"] - s[order[-1]]["final"]
     within = statistics.mean(s[k]["spread"] for k in s)
     if min(s[k]["n"] for k in s) < 2:
-        verdict = "not evidence either way: with one seed per variant there is no seed-to-seed spread to compare with"
+        verdict = ("not evidence either way: with one seed per variant there is no seed-to-seed spread to compare with"
+                   if max(s[k]["n"] for k in s) < 2 else
+                   "not evidence either way: some variants have only one seed so far (see the seeds column), "
+                   "so their seed-to-seed spread is unknown")
     else:
         verdict = None
     verdict = verdict or ("smaller than the average seed-to-seed spread of one variant "
