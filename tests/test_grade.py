@@ -215,3 +215,41 @@ def test_retrain_mode_trains_with_the_grader_seed_and_grades_that_run(tmp_path):
     # the same notebook and seed retrain to the same checkpoint accuracy (deterministic on one CPU)
     again = grade(write(nb, tmp_path / "again", "4_bn_dropout.ipynb"), retrain=True, seed=7)
     assert verdicts(again)["accuracy"][1].split("%")[0] == msg.split("%")[0]
+
+
+@pytest.mark.slow
+def test_checkpoint_fitted_to_the_test_set_fools_checkpoint_mode_but_not_retrain(solution_runs, mnist_tensors, tmp_path):
+    """Why the final grade uses --retrain: the reference checkpoint fine-tuned on the *test* images,
+    submitted with a plausible 3-epoch record, passes checkpoint mode (the grader's own evaluation is
+    on those very images); retraining the declared 3-epoch config on the training set with the
+    grader's seed falls short of 99.4%."""
+    from autograder.reference.session2 import SESSION2_CONFIG, Session2Net
+    from course_utils.engine import find_records, fit
+    from course_utils.loader import MNISTData, TensorLoader
+
+    ref = next(r for r in find_records("s2-4-bn-dropout", solution_runs.records_of("session2")) if r.config.seed == 1)
+    model = Session2Net()
+    model.load_state_dict(ref.load_state_dict())
+    _, _, xte, yte = mnist_tensors
+    on_test = MNISTData(TensorLoader(xte, yte, 128, shuffle=True, seed=1, channels_last=True),
+                        TensorLoader(xte, yte, 2000, channels_last=True))
+    cheat = fit(model, on_test, SESSION2_CONFIG.replace(name="cheat", epochs=2, lr=0.01, scheduler="none"),
+                record=False, progress=False, verbose=False)
+    assert cheat.final_test_accuracy >= 99.6, cheat.history  # it has seen the answers
+
+    config = SESSION2_CONFIG.replace(epochs=3)
+    path = write(edit(completed(S2), "config", "epochs=14", "epochs=3"), tmp_path / "cheat", "4_bn_dropout.ipynb")
+    rec = tmp_path / "cheat" / "runs" / "s2-4-bn-dropout-20260101-000000-s1"
+    rec.mkdir(parents=True)
+    config.save(rec / "config.json")
+    history = [{"epoch": e, "test_accuracy": cheat.final_test_accuracy, "train_accuracy": 99.0, "test_loss": 0.02,
+                "train_loss": 0.03} for e in (1, 2, 3)]
+    (rec / "metrics.json").write_text(json.dumps({"epochs_run": 3, "history": history,
+                                                  "started_utc": "2026-01-01T00:00:00+00:00"}))
+    torch.save({k: v.contiguous() for k, v in cheat.model.state_dict().items()}, rec / "model.pt")
+
+    fooled = grade(path)
+    assert fooled.passed, fooled.table()
+    caught = grade(path, retrain=True)
+    passed, msg = verdicts(caught)["accuracy"]
+    assert not passed and ("99.4% is needed" in msg or "each must be >= 99.4%" in msg), caught.table()
