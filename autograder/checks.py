@@ -104,10 +104,28 @@ def count_parameters(model: nn.Module) -> int:
     return sum(_numel(p) for p in trusted_parameters(model))
 
 
+class _DenseOpTrace(TorchFunctionMode):
+    """Records calls of matrix-product functions during a forward pass (a dense layer written by hand
+    in ``forward`` shows up here even though no ``nn.Linear`` module exists)."""
+
+    DENSE = {torch.nn.functional.linear, torch.nn.functional.bilinear, torch.matmul, torch.mm, torch.bmm,
+             torch.addmm, torch.einsum, torch.tensordot, torch.Tensor.matmul, torch.Tensor.__matmul__,
+             torch.Tensor.__rmatmul__, torch.Tensor.mm, torch.Tensor.bmm, torch.Tensor.addmm}
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.DENSE:
+            self.calls.append(getattr(func, "__name__", str(func)))
+        return func(*args, **(kwargs or {}))
+
+
 class ForwardTrace(TorchDispatchMode):
     """Every aten operation of one forward pass (below Python, so wrappers, monkeypatches and direct
     ``torch.ops.aten`` calls are all seen): convolutions with their shapes and weight storage, and
-    dense matrix products."""
+    dense matrix products. ``calls`` holds the Python-level dense functions of the same pass."""
 
     DENSE = {"mm", "addmm", "bmm", "baddbmm", "addbmm", "matmul", "mv", "addmv", "dot", "linear",
              "_addmm_activation", "mkldnn_linear"}
@@ -116,6 +134,7 @@ class ForwardTrace(TorchDispatchMode):
         super().__init__()
         self.convs: list[dict] = []
         self.dense: list[str] = []
+        self.calls: list[str] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
@@ -130,12 +149,14 @@ class ForwardTrace(TorchDispatchMode):
 
 
 def trace_forward(model: nn.Module, input_size=(2, 1, 28, 28)) -> ForwardTrace:
-    """Run one eval-mode forward pass of a batch of zeros under :class:`ForwardTrace`."""
+    """Run one eval-mode forward pass of a batch of zeros under :class:`ForwardTrace` (operators) and
+    :class:`_DenseOpTrace` (Python-level dense functions, kept in ``trace.calls``)."""
     model.eval()
     with _stub_guard(f"`{type(model).__name__}.forward`"):
         try:
-            with torch.no_grad(), ForwardTrace() as trace:
+            with torch.no_grad(), _DenseOpTrace() as functions, ForwardTrace() as trace:
                 model(torch.zeros(input_size))
+            trace.calls = functions.calls
         except NotImplementedError:
             raise
         except Exception as e:  # noqa: BLE001
@@ -143,10 +164,10 @@ def trace_forward(model: nn.Module, input_size=(2, 1, 28, 28)) -> ForwardTrace:
     return trace
 
 
-def hidden_weights(model: nn.Module, trace: ForwardTrace | None = None) -> list[str]:
+def hidden_weights(model: nn.Module) -> list[str]:
     """Convolutions whose kernel is not a registered parameter: a buffer, a plain tensor attribute,
     a tensor built in ``forward`` or read from a file (weights the parameter count would miss)."""
-    trace = trace or trace_forward(model)
+    trace = trace_forward(model)
     owned = {p.untyped_storage().data_ptr() for p in trusted_parameters(model)}
     return [f"conv with kernel {c['weight']} on input {c['input']}" for c in trace.convs if c["storage"] not in owned]
 
@@ -189,32 +210,6 @@ def check_parameters(model: nn.Module, policy: Policy | str = "session2", limit:
     return f"{n:,} parameters (< {limit:,})"
 
 
-class _DenseOpTrace(TorchFunctionMode):
-    """Records calls of matrix-product functions during a forward pass (a dense layer written by hand
-    in ``forward`` shows up here even though no ``nn.Linear`` module exists)."""
-
-    DENSE = {torch.nn.functional.linear, torch.nn.functional.bilinear, torch.matmul, torch.mm, torch.bmm,
-             torch.addmm, torch.einsum, torch.tensordot, torch.Tensor.matmul, torch.Tensor.__matmul__,
-             torch.Tensor.__rmatmul__, torch.Tensor.mm, torch.Tensor.bmm, torch.Tensor.addmm}
-
-    def __init__(self):
-        super().__init__()
-        self.calls: list[str] = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in self.DENSE:
-            self.calls.append(getattr(func, "__name__", str(func)))
-        return func(*args, **(kwargs or {}))
-
-
-def dense_ops_in_forward(model: nn.Module, input_size=(2, 1, 28, 28)) -> list[str]:
-    """Names of matrix-product functions the model's forward calls (traced, not read from text)."""
-    model.eval()
-    with torch.no_grad(), _DenseOpTrace() as trace:
-        model(torch.zeros(input_size))
-    return trace.calls
-
-
 def check_no_fc(model: nn.Module, full_map_ok: bool = False) -> str:
     """No fully connected layer: neither an FC module nor a dense product written in ``forward``,
     nor a conv whose kernel covers its whole multi-pixel input. ``full_map_ok`` lets that last one
@@ -223,11 +218,9 @@ def check_no_fc(model: nn.Module, full_map_ok: bool = False) -> str:
     if fc:
         _fail("Fully connected layers are not allowed: " + ", ".join(f"{n} ({t})" for n, t in fc) +
               ". End with global average pooling and a 1x1 conv to 10 channels instead.")
-    trace = trace_forward(model)  # fails with a clear message when forward itself fails
-    with _stub_guard(f"`{type(model).__name__}.forward`"):
-        ops = dense_ops_in_forward(model)
-    if ops:
-        _fail(f"forward() computes a dense (fully connected) product: {sorted(set(ops))}. "
+    trace = trace_forward(model)
+    if trace.calls:
+        _fail(f"forward() computes a dense (fully connected) product: {sorted(set(trace.calls))}. "
               "Use convolutions, global average pooling and a 1x1 conv to 10 channels instead.")
     if trace.dense:
         _fail(f"forward() computes a dense (fully connected) product: {sorted(set(trace.dense))} "
