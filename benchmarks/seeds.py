@@ -22,6 +22,7 @@ from autograder.reference import session3  # noqa: E402
 from autograder.reference.session2 import SESSION2_CONFIG, Session2Net  # noqa: E402
 from course_utils.data import load_uint8  # noqa: E402
 from course_utils.engine import find_records, fit  # noqa: E402
+from course_utils.inspection import count_parameters  # noqa: E402
 from course_utils.loader import data_for  # noqa: E402
 
 
@@ -78,11 +79,18 @@ def main(argv=None) -> int:
     configs = configurations()
     if args.only:
         configs = {k: v for k, v in configs.items() if k in args.only.split(",")}
+    # a record counts when its config matches and its network has today's parameter count (records
+    # of an earlier architecture under the same config name are not today's reference)
+    n_params = {label: count_parameters(factory()) for label, (_, factory, _, _) in configs.items()}
+
+    def current(rec, label, config) -> bool:
+        return rec.config == config.replace(seed=rec.config.seed) and rec.metrics.get("parameters") == n_params[label]
+
     jobs = []
     for seed in [] if args.no_train else args.seeds:
         for label, (_, _, config, _) in configs.items():
             cfg = config.replace(seed=seed)
-            done = [r for r in find_records(cfg.name, args.runs_dir) if r.config == cfg]
+            done = [r for r in find_records(cfg.name, args.runs_dir) if r.config == cfg and current(r, label, config)]
             if done:
                 print(f"{label} seed {seed}: already recorded in {done[-1].path.name}", flush=True)
             else:
@@ -102,7 +110,7 @@ def main(argv=None) -> int:
     failed = False
     for label, (session, factory, config, penalties) in configs.items():
         recs = [r for r in find_records(config.name, args.runs_dir)
-                if r.config == config.replace(seed=r.config.seed) and r.config.seed in args.seeds]
+                if current(r, label, config) and r.config.seed in args.seeds]
         if not recs:
             continue
         s = summary(recs, POLICIES[session])

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from .config import TrainConfig
 from .inspection import count_parameters
 from .loader import MNISTData, data_for
+from .perf import tune_allocator
 from .seed import seed_everything
 
 RUNS_ENV = "COURSE_RUNS"
@@ -99,6 +100,7 @@ def _as_loader(data):
 def evaluate(model: nn.Module, data, *, device: str | torch.device = "cpu") -> EvalResult:
     """Accuracy and loss of ``model`` on ``data`` (an ``MNISTData``, whose test split is used, or any
     iterable of ``(x, y)`` batches). The model is put in eval mode; its mode is restored after."""
+    tune_allocator()
     loader = _as_loader(data)
     was_training = model.training
     model.eval()
@@ -180,16 +182,19 @@ def _say(msg: str, enabled: bool) -> None:
 def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, config: TrainConfig, *,
         penalties: Mapping[str, Penalty] | None = None, runs_dir: str | os.PathLike | None = None,
         record: bool = True, progress: bool = True, verbose: bool = True,
-        device: str | torch.device = "cpu", max_steps: int | None = None) -> RunResult:
+        device: str | torch.device = "cpu", max_steps: int | None = None,
+        on_epoch: Callable[[dict], None] | None = None) -> RunResult:
     """Train ``model`` on ``data`` as ``config`` says, evaluating on the test split after every epoch.
 
     ``model`` may be a module or a zero-argument factory (a class); a factory is built after
     ``seed_everything(config.seed)`` so the initial weights follow the recorded seed. ``data=None``
     builds the in-memory MNIST loaders from the config. ``penalties`` maps a name to a callable
     ``penalty(model) -> scalar tensor`` added to the loss every batch (Session 3's L1/L2); their
-    mean per epoch is recorded. ``max_steps`` stops early (tests). Returns a :class:`RunResult`;
+    mean per epoch is recorded. ``max_steps`` stops early (tests). ``on_epoch(row)`` is called with each
+    epoch's history row as soon as it is measured (benchmarks time-stamp it). Returns a :class:`RunResult`;
     with ``record=True`` the run record is written to ``runs_dir``.
     """
+    tune_allocator()
     seed_everything(config.seed)
     if not isinstance(model, nn.Module):
         model = model()
@@ -260,6 +265,8 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
                "train_seconds": train_time, "epoch_seconds": time.perf_counter() - t0, "steps": steps}
         row.update({f"penalty_{k}": v / seen for k, v in pen_sums.items()})
         history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
         mark = " *" if ev.accuracy >= TARGET_ACCURACY else ""
         _say(f"epoch {epoch:2d}/{config.epochs}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:6.2f}%"
              f"  | test loss {ev.loss:.4f} acc {ev.accuracy:6.2f}%{mark}  | {row['epoch_seconds']:5.1f}s", verbose)

@@ -29,8 +29,8 @@ def test_data_reports_verified_files(mnist_root):
 def test_info_prints_parameters_and_receptive_field():
     r = course("info", "session2")
     assert r.returncode == 0, r.stderr
-    assert "9,920 parameters" in r.stdout and "Fully connected layers: none" in r.stdout
-    assert "RF" in r.stdout and "Total params: 9,920" in r.stdout
+    assert "9,904 parameters" in r.stdout and "Fully connected layers: none" in r.stdout
+    assert "RF" in r.stdout and "Total params: 9,904" in r.stdout
 
 
 def test_unknown_names_fail_with_one_clear_line():

@@ -63,11 +63,12 @@ def test_session3_exercises_pass_before_training(tmp_path):
 
 BROKEN_MODELS = {
     # name: (edit of the definitions cell "net", check -> phrase in its message)
-    "over_10k_parameters": (("nn.Conv2d(16, 16, 1, bias=False),",
-                             "nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.Conv2d(16, 16, 3, padding=1, bias=False),"),
+    "over_10k_parameters": (("nn.MaxPool2d(2),",
+                             "nn.MaxPool2d(2), nn.Conv2d(16, 16, 3, padding=1, bias=False), "
+                             "nn.Conv2d(16, 16, 3, padding=1, bias=False),"),
                             {"parameters": "parameters: the limit is fewer than 10,000. Largest layers"}),
-    "linear_head": (("nn.Conv2d(10, 10, 1, bias=False),", "nn.Flatten(), nn.Linear(10, 10, bias=False),"),
-                    {"no_fc": "Fully connected layers are not allowed: features.11 (Linear)"}),
+    "linear_head": (("nn.Conv2d(16, 10, 1, bias=False),", "nn.Flatten(), nn.Linear(16, 10, bias=False),"),
+                    {"no_fc": "Fully connected layers are not allowed: features.9 (Linear)"}),
     "functional_linear_head": (("return F.log_softmax(self.features(x).flatten(1), dim=1)",
                                 "h = self.features[:-1](x).flatten(1)\n"
                                 "        return F.log_softmax(F.linear(h, self.features[-1].weight.flatten(1)), dim=1)"),
@@ -235,7 +236,8 @@ def test_checkpoint_fitted_to_the_test_set_fools_checkpoint_mode_but_not_retrain
                         TensorLoader(xte, yte, 2000, channels_last=True))
     cheat = fit(model, on_test, SESSION2_CONFIG.replace(name="cheat", epochs=2, lr=0.01, scheduler="none"),
                 record=False, progress=False, verbose=False)
-    assert cheat.final_test_accuracy >= 99.6, cheat.history  # it has seen the answers
+    # it has seen the answers: better than the honest checkpoint, and past the target
+    assert cheat.final_test_accuracy > max(ref.metrics["final_test_accuracy"], 99.4), cheat.history
 
     config = SESSION2_CONFIG.replace(epochs=3)
     path = write(edit(completed(S2), "config", "epochs=14", "epochs=3"), tmp_path / "cheat", "4_bn_dropout.ipynb")

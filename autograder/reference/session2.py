@@ -4,8 +4,14 @@
 conv blocks Conv -> ReLU -> BN -> Dropout(0.05), a 1x1 transition and max-pool after receptive
 field 5, global average pooling and a 1x1 conv to 10 classes; no bias, no fully connected layer.
 
-``Session2Net`` is the same layout with channel-wise dropout (``Dropout2d``): same parameters,
-same role, but on this CPU element-wise dropout's mask generation cost ~40% of a training step.
+``Session2Net`` is the Session 2 reference solution (9,904 parameters), iteration 3's layout with
+batch norm and channel-wise dropout (``Dropout2d``: element-wise dropout's mask generation cost ~40%
+of a training step on this CPU): three 3x3 convs before the max-pool (8, 12, 16 channels, pool at
+RF 7), three 16-channel 3x3 convs after it, global average pooling, a 1x1 conv to 10 classes.
+Measured against ``SeedNet``'s layout (pool at RF 5 after a 1x1 transition) with the same recipe,
+one torch thread, lowest test accuracy of the last 3 of 14 epochs, seeds 1/2/3 (2026-11-29):
+``Session2Net`` 99.49/99.48/99.53, the documents' layout 99.40/99.35/99.37; a cheaper 8,440-parameter
+variant with two convs before the pool 99.40/99.44/99.50.
 """
 from __future__ import annotations
 
@@ -15,30 +21,32 @@ import torch.nn.functional as F
 from course_utils.config import TrainConfig
 
 
-def conv_block(c_in: int, c_out: int, *, padding: int = 0, dropout: float = 0.05, channelwise: bool = True):
-    """3x3 conv (no bias: BN follows) -> ReLU -> BatchNorm -> Dropout."""
+def conv_block(c_in: int, c_out: int, *, padding: int = 0, dropout: float = 0.05, channelwise: bool = True,
+               inplace: bool = True):
+    """3x3 conv (no bias: BN follows) -> ReLU -> BatchNorm -> Dropout.
+
+    The ReLU works in place (the conv's backward does not need its output): one activation-sized
+    copy less per block, measured ~18% off a training step of these small nets on a 2-core CPU."""
     drop = nn.Dropout2d(dropout) if channelwise else nn.Dropout(dropout)
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=padding, bias=False), nn.ReLU(),
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=padding, bias=False), nn.ReLU(inplace=inplace),
                          nn.BatchNorm2d(c_out), drop)
 
 
 class SeedNet(nn.Module):
     """The documents' 9,920-parameter network (element-wise dropout), output log-probabilities."""
 
-    channelwise = False
-
     def __init__(self, dropout: float = 0.05):
         super().__init__()
-        cw = self.channelwise
+        kw = dict(dropout=dropout, channelwise=False, inplace=False)  # as the documents wrote it
         self.features = nn.Sequential(
-            conv_block(1, 16, dropout=dropout, channelwise=cw),    # 26x26, RF 3
-            conv_block(16, 16, dropout=dropout, channelwise=cw),   # 24x24, RF 5
+            conv_block(1, 16, **kw),    # 26x26, RF 3
+            conv_block(16, 16, **kw),   # 24x24, RF 5
             nn.Conv2d(16, 16, 1, bias=False), nn.ReLU(),           # 24x24, transition
             nn.MaxPool2d(2),                                       # 12x12, RF 6
-            conv_block(16, 16, dropout=dropout, channelwise=cw),   # 10x10, RF 10
-            conv_block(16, 16, dropout=dropout, channelwise=cw),   # 8x8,   RF 14
-            conv_block(16, 10, dropout=dropout, channelwise=cw),   # 6x6,   RF 18
-            conv_block(10, 10, padding=1, dropout=dropout, channelwise=cw),  # 6x6, RF 22
+            conv_block(16, 16, **kw),   # 10x10, RF 10
+            conv_block(16, 16, **kw),   # 8x8,   RF 14
+            conv_block(16, 10, **kw),   # 6x6,   RF 18
+            conv_block(10, 10, padding=1, **kw),  # 6x6, RF 22
             nn.AvgPool2d(6),                                       # 1x1 (global average pooling)
             nn.Conv2d(10, 10, 1, bias=False),                      # 10 class scores, no ReLU/BN after
         )
@@ -47,10 +55,25 @@ class SeedNet(nn.Module):
         return F.log_softmax(self.features(x).flatten(1), dim=1)
 
 
-class Session2Net(SeedNet):
-    """``SeedNet`` with channel-wise dropout: the Session 2 reference solution."""
+class Session2Net(nn.Module):
+    """The Session 2 reference solution: 9,904 parameters, output log-probabilities."""
 
-    channelwise = True
+    def __init__(self, dropout: float = 0.05):
+        super().__init__()
+        self.features = nn.Sequential(
+            conv_block(1, 8, dropout=dropout),     # 26x26, RF 3
+            conv_block(8, 12, dropout=dropout),    # 24x24, RF 5
+            conv_block(12, 16, dropout=dropout),   # 22x22, RF 7
+            nn.MaxPool2d(2),                       # 11x11, RF 8
+            conv_block(16, 16, dropout=dropout),   # 9x9,   RF 12
+            conv_block(16, 16, dropout=dropout),   # 7x7,   RF 16
+            conv_block(16, 16, dropout=dropout),   # 5x5,   RF 20
+            nn.AdaptiveAvgPool2d(1),               # 1x1 (global average pooling)
+            nn.Conv2d(16, 10, 1, bias=False),      # 10 class scores, no ReLU/BN after
+        )
+
+    def forward(self, x):
+        return F.log_softmax(self.features(x).flatten(1), dim=1)
 
 
 SESSION2_CONFIG = TrainConfig(

@@ -1,0 +1,173 @@
+"""Time to 99.4%: the seed-style pipeline against the Session 2 reference, in one run on one machine.
+
+    make bench          (or: python benchmarks/time_to_target.py [--only seed-style|reference])
+
+Each pipeline trains in a fresh Python process, started by this script, so "time to 99.4%" is wall
+time from process start (interpreter, imports and data loading included) to the end of the first
+epoch whose test accuracy is >= 99.4% (measured by the same ``course_utils.fit`` loop on the full
+10,000 test images after every epoch):
+
+  seed-style   the documents' set-up: the 9,920-parameter ``SeedNet`` (element-wise dropout),
+               torchvision MNIST with per-sample ToTensor/Normalize through a DataLoader, batch 64,
+               SGD lr 0.01 momentum 0.9, no schedule, no augmentation, 15 epochs; trained by the same
+               ``fit`` loop, without the course's allocator setting (``course_utils/perf.py``)
+  reference    the Session 2 reference solution (``autograder/reference/session2.py``):
+               ``Session2Net`` with ``SESSION2_CONFIG`` on the in-memory pipeline
+
+Printed per pipeline: time to 99.4% (or "not reached"), seconds per epoch, final and best test
+accuracy, parameters, peak resident memory of its process; then the ratio. When the seed-style run
+never reaches 99.4%, its time to 99.4% is unknown but longer than its whole run, so the ratio printed
+is a lower bound (marked ">="). Results: ``benchmarks/results/time_to_target.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = 99.4
+PIPELINES = ("seed-style", "reference")
+MARK = "@@bench "
+
+
+def child(name: str, t0: float, max_steps: int | None, epochs: int | None) -> None:
+    """Train one pipeline and print one marked JSON line per epoch (seconds since ``t0``)."""
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    from autograder.reference.session2 import SEED_CONFIG, SESSION2_CONFIG, SeedNet, Session2Net
+    from course_utils.engine import fit
+    from course_utils.loader import MNISTData
+
+    if name == "seed-style":
+        from torch.utils.data import DataLoader
+
+        from course_utils.data import torchvision_datasets
+
+        train, test = torchvision_datasets()
+        data = MNISTData(DataLoader(train, batch_size=64, shuffle=True, generator=torch.Generator()),
+                         DataLoader(test, batch_size=1000))
+        net, config = SeedNet, SEED_CONFIG
+    else:
+        data, net, config = None, Session2Net, SESSION2_CONFIG
+    if epochs:
+        config = config.replace(epochs=epochs)
+
+    def stamp(row):
+        print(MARK + json.dumps({"epoch": row["epoch"], "test_accuracy": row["test_accuracy"],
+                                 "epoch_seconds": row["epoch_seconds"], "t": time.time() - t0}), flush=True)
+
+    result = fit(net, data, config, record=False, progress=False, verbose=False, max_steps=max_steps, on_epoch=stamp)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(MARK + json.dumps({"done": True, "parameters": result.metrics["parameters"], "peak_rss_mb": peak_mb,
+                             "threads": torch.get_num_threads(), "torch": torch.__version__,
+                             "config": config.to_dict(), "model": net.__name__}), flush=True)
+
+
+def run_pipeline(name: str, max_steps: int | None, epochs: int | None) -> dict:
+    t0 = time.time()
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--t0", repr(t0)]
+    if max_steps:
+        cmd += ["--max-steps", str(max_steps)]
+    if epochs:
+        cmd += ["--epochs", str(epochs)]
+    env = dict(os.environ)
+    if name == "seed-style":
+        env["COURSE_TUNE_ALLOCATOR"] = "0"  # the documents' code has no allocator tuning (course_utils/perf.py)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env)
+    epochs_seen, info, other = [], {}, []
+    for line in proc.stdout:
+        if not line.startswith(MARK):
+            other.append(line)
+            continue
+        rec = json.loads(line[len(MARK):])
+        if rec.get("done"):
+            info = rec
+            continue
+        epochs_seen.append(rec)
+        print(f"  {name:<10} epoch {rec['epoch']:2d}  test {rec['test_accuracy']:6.2f}%  "
+              f"{rec['epoch_seconds']:5.1f} s  (t = {rec['t']:6.1f} s)", flush=True)
+    if proc.wait() != 0 or not info:
+        sys.stderr.write("".join(other[-40:]))
+        raise SystemExit(f"the {name} pipeline failed (exit {proc.returncode}); its output is above")
+    total = time.time() - t0
+    first = next((e for e in epochs_seen if e["test_accuracy"] >= TARGET), None)
+    accs = [e["test_accuracy"] for e in epochs_seen]
+    return {
+        "model": info["model"], "parameters": info["parameters"], "epochs": len(epochs_seen),
+        "time_to_target_s": round(first["t"], 1) if first else None,
+        "first_epoch_at_target": first["epoch"] if first else None,
+        "seconds_per_epoch": round(sum(e["epoch_seconds"] for e in epochs_seen) / len(epochs_seen), 2),
+        "final_test_accuracy": accs[-1], "best_test_accuracy": max(accs), "total_s": round(total, 1),
+        "peak_rss_mb": round(info["peak_rss_mb"]), "threads": info["threads"], "torch": info["torch"],
+        "config": info["config"], "history": epochs_seen,
+    }
+
+
+def ratio(rows: dict) -> tuple[float | None, bool]:
+    """Seed-style time to target / reference time to target; ``(value, is_lower_bound)``."""
+    seed, ref = rows.get("seed-style"), rows.get("reference")
+    if not seed or not ref or ref["time_to_target_s"] is None:
+        return None, False
+    if seed["time_to_target_s"] is None:
+        return seed["total_s"] / ref["time_to_target_s"], True
+    return seed["time_to_target_s"] / ref["time_to_target_s"], False
+
+
+def table(rows: dict) -> str:
+    head = ("| pipeline | model, parameters | time to 99.4% | first epoch >= 99.4% | s/epoch | final | best | "
+            "peak memory |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    lines = [head]
+    for name, r in rows.items():
+        ttt = f"{r['time_to_target_s']:.0f} s" if r["time_to_target_s"] is not None else \
+            f"not reached in {r['epochs']} epochs ({r['total_s']:.0f} s)"
+        lines.append(f"| {name} | {r['model']}, {r['parameters']:,} | {ttt} | {r['first_epoch_at_target'] or '-'} | "
+                     f"{r['seconds_per_epoch']:.1f} | {r['final_test_accuracy']:.2f}% | {r['best_test_accuracy']:.2f}% | "
+                     f"{r['peak_rss_mb']} MB |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", choices=PIPELINES, action="append", help="run only this pipeline (repeatable)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "time_to_target.json"))
+    ap.add_argument("--max-steps", type=int, help="smoke test: stop each pipeline after this many steps")
+    ap.add_argument("--epochs", type=int, help="smoke test: override both pipelines' epoch counts")
+    ap.add_argument("--child", choices=PIPELINES, help=argparse.SUPPRESS)
+    ap.add_argument("--t0", type=float, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        child(args.child, args.t0, args.max_steps, args.epochs)
+        return 0
+
+    rows = {}
+    for name in args.only or PIPELINES:
+        print(f"training {name} in a fresh process ...", flush=True)
+        rows[name] = run_pipeline(name, args.max_steps, args.epochs)
+    value, lower = ratio(rows)
+    print()
+    print(table(rows))
+    if value is not None:
+        print(f"\ntime-to-99.4% ratio, seed-style / reference: {'>= ' if lower else ''}{value:.1f}x"
+              + (" (seed-style never reached 99.4%: its whole run is the bound)" if lower else ""))
+    elif "reference" in rows and rows["reference"]["time_to_target_s"] is None:
+        print("\nthe reference did not reach 99.4%: no ratio")
+    out = {"command": "make bench", "target": TARGET, "ratio": value, "ratio_is_lower_bound": lower,
+           "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "machine": platform.machine(),
+           "processor": platform.processor() or platform.uname().processor, "python": platform.python_version(),
+           "smoke_test": bool(args.max_steps or args.epochs), "rows": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

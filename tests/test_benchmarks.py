@@ -1,0 +1,53 @@
+"""The benchmarks run end to end (a few steps each): they print their table and write their JSON.
+
+Their numbers are measurements, not test assertions: `make bench` and `make seeds` print them.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.data
+def test_time_to_target_smoke_run_writes_rows_and_a_table(tmp_path):
+    out = tmp_path / "ttt.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "time_to_target.py"), "--max-steps", "3",
+                        "--epochs", "1", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads(out.read_text())
+    assert res["smoke_test"] is True and set(res["rows"]) == {"seed-style", "reference"}
+    for row in res["rows"].values():
+        assert row["epochs"] == 1 and row["parameters"] < 10_000 and row["peak_rss_mb"] > 0
+        assert row["time_to_target_s"] is None  # 3 steps cannot reach 99.4%
+    assert "| seed-style | SeedNet, 9,920 |" in r.stdout and "not reached in 1 epochs" in r.stdout
+    assert "no ratio" in r.stdout
+
+
+def test_ratio_is_a_lower_bound_when_the_seed_style_run_never_reaches_the_target():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from time_to_target import ratio
+
+    ref = {"time_to_target_s": 50.0, "total_s": 80.0}
+    assert ratio({"seed-style": {"time_to_target_s": 500.0, "total_s": 700.0}, "reference": ref}) == (10.0, False)
+    assert ratio({"seed-style": {"time_to_target_s": None, "total_s": 700.0}, "reference": ref}) == (14.0, True)
+    assert ratio({"seed-style": {"time_to_target_s": 500.0, "total_s": 700.0},
+                  "reference": {"time_to_target_s": None, "total_s": 80.0}}) == (None, False)
+
+
+@pytest.mark.parametrize("env_value, expected", [(None, "True"), ("0", "False")])
+def test_allocator_setting_is_on_by_default_on_linux_and_can_be_turned_off(env_value, expected):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "COURSE_TUNE_ALLOCATOR"}
+    if env_value is not None:
+        env["COURSE_TUNE_ALLOCATOR"] = env_value
+    r = subprocess.run([sys.executable, "-c", "from course_utils.perf import tune_allocator as t; print(t(), t())"],
+                       capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+    want = expected if sys.platform.startswith("linux") else "False"
+    assert r.stdout.split() == [want, want], r.stdout + r.stderr
