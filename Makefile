@@ -18,7 +18,7 @@ help:
 	@echo "make test-fast  the suite without the slow (training) tests"
 	@echo "make setup      create $(VENV) and install the course package (editable)"
 	@echo "make data       provision and verify MNIST under ./data (or \$$COURSE_DATA)"
-	@echo "make bench      time to 99.4%: the seed-style pipeline vs the Session 2 reference (about 15 minutes)"
+	@echo "make bench      time to 99.4%: the seed-style pipeline vs the Session 2 reference (about 12 minutes)"
 	@echo "make bench-epoch  one epoch of each pipeline, side by side"
 	@echo "make release    regenerate the student notebooks sessions/ from solutions/ (nbgrader)"
 	@echo "make reproduce  run every solution notebook at full length, the seed sweep, then the reports"
