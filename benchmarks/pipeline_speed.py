@@ -1,22 +1,20 @@
 """One training epoch, side by side: the seed-style per-sample DataLoader vs the in-memory pipeline.
 
-    make bench          (or: python benchmarks/pipeline_speed.py [--epochs N])
+    make bench-epoch    (or: python benchmarks/pipeline_speed.py [--epochs N])
 
-Rows, all on the documents' 9,920-parameter architecture and one process on this machine:
+Rows, one process on this machine (the first two on the documents' 9,920-parameter ``SeedNet``):
   seed-style   torchvision MNIST + ToTensor/Normalize per sample, DataLoader batch 64 (shuffled),
                element-wise Dropout, SGD 0.01 momentum 0.9: the course documents' CPU set-up
   in-memory    the same model and batch size on ``course_utils.loader`` (uint8 tensors in memory,
                batches on tensors, channels_last): the pipeline's own effect
-  reference    the Session 2 reference config on the in-memory pipeline: channel-wise dropout,
-               batch 128, OneCycle, +/-7 degree rotation applied per batch with grid_sample
+  reference    the Session 2 reference (``Session2Net``, 9,904 parameters, channel-wise dropout) and
+               its config on the in-memory pipeline: batch 128, OneCycle, +/-7 degree rotation per batch
 Each row reports seconds for one training epoch and for one pass over the 10k test images.
 Results are printed and written to benchmarks/results/pipeline_speed.json.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -26,12 +24,14 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from autograder.reference.session2 import SESSION2_CONFIG, SeedNet, Session2Net  # noqa: E402
 from course_utils.data import load_uint8, torchvision_datasets  # noqa: E402
 from course_utils.engine import evaluate, make_optimizer, make_scheduler  # noqa: E402
 from course_utils.loader import mnist_data  # noqa: E402
 from course_utils.seed import seed_everything  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 
 def train_epoch(model, loader, optimizer, scheduler=None, channels_last=False):
@@ -110,12 +110,9 @@ def main(argv=None) -> int:
     for name, r in rows.items():
         print(f"{name:<12} {r['train_seconds_per_epoch']:>14.1f} {r['test_pass_seconds']:>12.2f} "
               f"{r['speedup_vs_seed_style']:>8.1f}x {r['test_accuracy_after']:>8.2f}%")
-    out = {"command": "make bench", "epochs": args.epochs, "torch": torch.__version__,
-           "threads": torch.get_num_threads(), "machine": platform.machine(), "processor": platform.processor(),
-           "python": platform.python_version(), "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"\nwritten to {args.out}")
+    print()
+    write_results(args.out, {"command": "make bench-epoch", "epochs": args.epochs, "torch": torch.__version__,
+                             "threads": torch.get_num_threads(), "rows": rows})
     return 0
 
 

@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     for seed in [] if args.no_train else args.seeds:
         for label, (_, _, config, _) in configs.items():
             cfg = config.replace(seed=seed)
-            done = [r for r in find_records(cfg.name, args.runs_dir) if r.config == cfg and current(r, label, config)]
+            done = [r for r in find_records(cfg.name, args.runs_dir) if r.config.seed == seed and current(r, label, config)]
             if done:
                 print(f"{label} seed {seed}: already recorded in {done[-1].path.name}", flush=True)
             else:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -32,6 +31,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from results_file import write_results  # noqa: E402
+
 TARGET = 99.4
 PIPELINES = ("seed-style", "reference")
 MARK = "@@bench "
@@ -159,13 +162,9 @@ def main(argv=None) -> int:
               + (" (seed-style never reached 99.4%: its whole run is the bound)" if lower else ""))
     elif "reference" in rows and rows["reference"]["time_to_target_s"] is None:
         print("\nthe reference did not reach 99.4%: no ratio")
-    out = {"command": "make bench", "target": TARGET, "ratio": value, "ratio_is_lower_bound": lower,
-           "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "machine": platform.machine(),
-           "processor": platform.processor() or platform.uname().processor, "python": platform.python_version(),
-           "smoke_test": bool(args.max_steps or args.epochs), "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"written to {args.out}")
+    write_results(args.out, {"command": "make bench", "target": TARGET, "ratio": value, "ratio_is_lower_bound": lower,
+                             "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+                             "smoke_test": bool(args.max_steps or args.epochs), "rows": rows})
     return 0
 
 
