@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup data run test test-fast bench bench-epoch release check-release reproduce seeds report grade student-release clean
+.PHONY: help setup data run test test-fast bench bench-epoch release check-release reproduce seeds frontier report grade student-release clean
 
 help:
 	@echo "make run        train the Session 2 reference model (set-up included) and print its results"
@@ -23,6 +23,7 @@ help:
 	@echo "make release    regenerate the student notebooks sessions/ from solutions/ (nbgrader)"
 	@echo "make reproduce  run every solution notebook at full length, the seed sweep, then the reports"
 	@echo "make seeds      train the graded configs over SEEDS (default: 1-10, about 3 hours on 2 cores; WORKERS=2 processes) and print min/mean/max"
+	@echo "make frontier   the parameter frontier: small course-style nets with the Session 2 recipe over SEEDS (benchmarks/frontier.py)"
 	@echo "make report     render sessions/session{2,3}/README.md from the run records in runs/"
 	@echo "make grade SUBMISSION=path [GRADE_ARGS=--retrain]   grade notebook(s) or a folder of them"
 	@echo "make student-release   build the student template repository in build/student-template"
@@ -73,6 +74,10 @@ reproduce: data
 
 seeds: data
 	@$(PY) benchmarks/seeds.py --seeds $(SEEDS) --workers $(WORKERS)
+
+FRONTIER ?= w7632
+frontier: data
+	@$(PY) benchmarks/frontier.py --candidates $(FRONTIER) --seeds $(SEEDS) --workers $(WORKERS)
 
 report: data
 	@$(PY) -m autograder.report

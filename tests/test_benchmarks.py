@@ -51,3 +51,39 @@ def test_allocator_setting_is_on_by_default_on_linux_and_can_be_turned_off(env_v
                        capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
     want = expected if sys.platform.startswith("linux") else "False"
     assert r.stdout.split() == [want, want], r.stdout + r.stderr
+
+
+@pytest.mark.data
+def test_frontier_widths_reproduce_the_reference_and_its_table_requires_every_seed(tmp_path, capsys):
+    import torch
+
+    from autograder.reference.session2 import SESSION2_CONFIG, Session2Net
+    from course_utils.inspection import count_parameters
+    from records import fake_record
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import frontier
+
+    ref, wide = Session2Net().eval(), frontier.WidthNet((8, 12, 16), (16, 16, 16)).eval()
+    wide.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(wide(x), ref(x))
+    for name, cand in frontier.CANDIDATES.items():
+        assert count_parameters(cand.build()) == int(name[1:5]) < 10_000, name  # names carry the count
+
+    runs = tmp_path / "runs"
+    ok, dip = [98.0] * 11 + [99.45, 99.5, 99.5], [98.0] * 11 + [99.39, 99.5, 99.5]
+    for name, seed, finals in [("w4692", 1, ok), ("w4692", 2, ok), ("w4884", 1, ok), ("w4884", 2, dip)]:
+        fake_record(runs, frontier.CANDIDATES[name].build(), frontier.config_for(name).replace(seed=seed), finals)
+    # a record of another recipe under a candidate's name is not counted
+    fake_record(runs, frontier.CANDIDATES["w4884"].build(),
+                frontier.config_for("w4884").replace(seed=3, lr=0.05), ok)
+    assert frontier.config_for("w4692").epochs == SESSION2_CONFIG.epochs
+    assert frontier.main(["--no-train", "--runs-dir", str(runs), "--seeds", "1", "2", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "no candidate passed all 3 seeds" in out
+    frontier.main(["--no-train", "--runs-dir", str(runs), "--seeds", "1", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("w4692") and " 2/2 " in line for line in lines), lines
+    assert any(line.startswith("w4884") and " 1/2 " in line for line in lines), lines
+    assert lines[-1].endswith("w4692, 4,692 parameters"), lines

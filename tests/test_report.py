@@ -2,31 +2,15 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
 
 import pytest
 
 from autograder import report
 from autograder.reference import session3
 from autograder.reference.session2 import SESSION2_CONFIG, Session2Net
-from course_utils.engine import RunResult, _new_run_dir, save_record, summarize
+from records import fake_record as _fake_record
 
 pytestmark = pytest.mark.data
-
-
-def _fake_record(runs, model, config, finals):
-    """A complete run record with a real checkpoint (untrained weights) and a made-up history."""
-    n = len(finals)
-    history = [{"epoch": e + 1, "train_loss": 0.1, "train_accuracy": 98.0 + e * 0.05, "test_loss": 0.03 - e * 1e-3,
-                "test_accuracy": acc, "lr": 0.01, "train_seconds": 1.0, "epoch_seconds": 1.2, "steps": 10 * (e + 1)}
-               for e, acc in enumerate(finals)]
-    started = datetime.now(timezone.utc)
-    metrics = summarize(history, config=config, n_params=sum(p.numel() for p in model.parameters()), started=started,
-                        model=model)
-    result = RunResult(model, config, history, metrics, _new_run_dir(runs, config, started))
-    config.save(result.run_dir / "config.json")
-    save_record(result)
-    return metrics
 
 
 def test_reports_show_the_records_numbers(tmp_path):

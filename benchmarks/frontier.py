@@ -1,0 +1,140 @@
+"""Parameter frontier: how small can a course-style network be and still reach 99.4% on every seed?
+
+    python benchmarks/frontier.py --seeds 1 2 3 4 5 6 7 8 9 10      (make frontier)
+    python benchmarks/frontier.py --candidates w4692,w4884 --seeds 1 2 3 --workers 2   (screening)
+
+"Course style" is the Session 2 reference's layout with other widths: 3x3 conv blocks (Conv -> ReLU
+-> BatchNorm -> Dropout2d, no bias) before one max-pool, 3x3 conv blocks after it, global average
+pooling and a 1x1 conv to 10 classes; no fully connected layer. Every candidate trains with the
+Session 2 reference recipe unchanged (``SESSION2_CONFIG``: 14 epochs, OneCycle, batch 128, 7 degree
+rotation) and is judged by the grading policy: >= 99.4% in each of the last 3 epochs, on every seed.
+Run records go to ``runs/`` like the seed sweep's (an interrupted run resumes).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from autograder.policy import POLICIES  # noqa: E402
+from autograder.reference.session2 import SESSION2_CONFIG, conv_block  # noqa: E402
+from course_utils.data import load_uint8  # noqa: E402
+from course_utils.engine import find_records, fit  # noqa: E402
+from course_utils.inspection import count_parameters  # noqa: E402
+from course_utils.loader import data_for  # noqa: E402
+from seeds import run_jobs, summary  # noqa: E402
+
+
+class WidthNet(nn.Module):
+    """``Session2Net``'s layout with the given widths: ``WidthNet((8, 12, 16), (16, 16, 16))`` is the
+    Session 2 reference (9,904 parameters)."""
+
+    def __init__(self, before_pool: tuple[int, ...], after_pool: tuple[int, ...], dropout: float = 0.05):
+        super().__init__()
+        layers, c = [], 1
+        for i, w in enumerate((*before_pool, *after_pool)):
+            if i == len(before_pool):
+                layers.append(nn.MaxPool2d(2))
+            layers.append(conv_block(c, w, dropout=dropout))
+            c = w
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, 10, 1, bias=False))
+
+    def forward(self, x):
+        return F.log_softmax(self.features(x).flatten(1), dim=1)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    before_pool: tuple[int, ...]
+    after_pool: tuple[int, ...]
+    dropout: float = 0.05
+
+    def build(self) -> WidthNet:
+        return WidthNet(self.before_pool, self.after_pool, self.dropout)
+
+    @property
+    def layout(self) -> str:
+        return "-".join(map(str, self.before_pool)) + " | pool | " + "-".join(map(str, self.after_pool))
+
+
+#: name -> candidate: w<parameters>, d0 for no dropout; the name is the config name's suffix, so records of
+#: different candidates never mix
+CANDIDATES = {
+    "w4692": Candidate((8, 10, 12), (12, 12)),
+    "w4884": Candidate((8, 8, 10), (10, 12, 12)),
+    "w4884d0": Candidate((8, 8, 10), (10, 12, 12), dropout=0.0),
+    "w6012": Candidate((8, 10, 12), (12, 12, 12)),
+    "w7632": Candidate((8, 10, 14), (14, 14, 14)),
+    "w8032": Candidate((8, 12, 14), (14, 14, 14)),
+}
+
+
+def config_for(name: str):
+    """The Session 2 recipe under the candidate's own config name."""
+    return SESSION2_CONFIG.replace(name=f"frontier-{name}")
+
+
+def _train(job) -> str:
+    name, seed, runs_dir = job
+    cfg = config_for(name).replace(seed=seed)
+    factory = CANDIDATES[name].build
+    r = fit(factory, data_for(cfg, tensors=load_uint8()), cfg, runs_dir=runs_dir, progress=False, verbose=False)
+    last3 = ", ".join(f"{h['test_accuracy']:.2f}" for h in r.history[-3:])
+    return f"{name} seed {seed}: final {r.final_test_accuracy:.2f}%, last 3 epochs {last3} ({r.run_dir.name})"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--candidates", default=",".join(CANDIDATES), help=f"comma-separated, from {list(CANDIDATES)}")
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(range(1, 11)))
+    ap.add_argument("--runs-dir", default=str(ROOT / "runs"))
+    ap.add_argument("--workers", type=int, default=2, help="parallel training processes, one torch thread each")
+    ap.add_argument("--no-train", action="store_true", help="only print the table of existing records")
+    args = ap.parse_args(argv)
+    names = [n.strip() for n in args.candidates.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CANDIDATES]
+    if unknown:
+        ap.error(f"unknown candidate(s) {unknown}; choose from {list(CANDIDATES)}")
+    params = {n: count_parameters(CANDIDATES[n].build()) for n in names}
+
+    def records(name):
+        return [r for r in find_records(config_for(name).name, args.runs_dir)
+                if r.config == config_for(name).replace(seed=r.config.seed) and r.metrics.get("parameters") == params[name]]
+
+    jobs = [(n, s, args.runs_dir) for s in ([] if args.no_train else args.seeds) for n in names
+            if not any(r.config.seed == s for r in records(n))]
+    run_jobs(_train, jobs, args.workers)
+
+    policy = POLICIES["session2"]
+    print(f"\n{'candidate':<8} {'layout':<26} {'params':>6} {'seeds':>5} {'final min':>9} {'mean':>6} {'max':>6} "
+          f"{'last-3 min':>10} {'pass':>5}  first epoch >= 99.4")
+    passing = []
+    for n in sorted(names, key=params.get):
+        recs = [r for r in records(n) if r.config.seed in args.seeds]
+        if not recs:
+            continue
+        s = summary(recs, policy)
+        if s["passing"] == s["n"] == len(args.seeds):
+            passing.append(n)
+        print(f"{n:<8} {CANDIDATES[n].layout:<26} {params[n]:>6,} {s['n']:>5} {s['final_min']:>9.2f} "
+              f"{s['final_mean']:>6.2f} {s['final_max']:>6.2f} {s['last3_min']:>10.2f} {s['passing']:>2}/{s['n']:<2}  "
+              f"{s['first_epochs']}")
+    if passing:
+        best = min(passing, key=params.get)
+        print(f"\nsmallest passing every seed ({len(args.seeds)} seeds, >= {policy.min_accuracy}% in each of the last "
+              f"{policy.consistent_epochs} of {SESSION2_CONFIG.epochs} epochs): {best}, {params[best]:,} parameters")
+    else:
+        print(f"\nno candidate passed all {len(args.seeds)} seeds")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
