@@ -26,11 +26,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from autograder.policy import POLICIES  # noqa: E402
 from autograder.reference.session2 import SESSION2_CONFIG, conv_block  # noqa: E402
-from course_utils.data import load_uint8  # noqa: E402
-from course_utils.engine import find_records, fit  # noqa: E402
 from course_utils.inspection import count_parameters  # noqa: E402
-from course_utils.loader import data_for  # noqa: E402
-from seeds import run_jobs, summary  # noqa: E402
+from seeds import matching_records, run_jobs, summary, train_one  # noqa: E402
 
 
 class WidthNet(nn.Module):
@@ -84,11 +81,7 @@ def config_for(name: str):
 
 def _train(job) -> str:
     name, seed, runs_dir = job
-    cfg = config_for(name).replace(seed=seed)
-    factory = CANDIDATES[name].build
-    r = fit(factory, data_for(cfg, tensors=load_uint8()), cfg, runs_dir=runs_dir, progress=False, verbose=False)
-    last3 = ", ".join(f"{h['test_accuracy']:.2f}" for h in r.history[-3:])
-    return f"{name} seed {seed}: final {r.final_test_accuracy:.2f}%, last 3 epochs {last3} ({r.run_dir.name})"
+    return train_one(name, CANDIDATES[name].build, config_for(name).replace(seed=seed), runs_dir)
 
 
 def main(argv=None) -> int:
@@ -106,11 +99,10 @@ def main(argv=None) -> int:
     params = {n: count_parameters(CANDIDATES[n].build()) for n in names}
 
     def records(name):
-        return [r for r in find_records(config_for(name).name, args.runs_dir)
-                if r.config == config_for(name).replace(seed=r.config.seed) and r.metrics.get("parameters") == params[name]]
+        return matching_records(config_for(name), params[name], args.runs_dir)
 
-    jobs = [(n, s, args.runs_dir) for s in ([] if args.no_train else args.seeds) for n in names
-            if not any(r.config.seed == s for r in records(n))]
+    done = {n: {r.config.seed for r in records(n)} for n in names}
+    jobs = [(n, s, args.runs_dir) for s in ([] if args.no_train else args.seeds) for n in names if s not in done[n]]
     run_jobs(_train, jobs, args.workers)
 
     policy = POLICIES["session2"]

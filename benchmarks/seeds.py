@@ -74,10 +74,22 @@ def _train(job) -> str:
     label, seed, runs_dir, epochs = job
     _, factory, config, penalties = configurations(epochs)[label]
     cfg = config.replace(seed=seed)
-    r = fit(factory, data_for(cfg, tensors=load_uint8()), cfg, penalties=penalties, runs_dir=runs_dir,
+    return train_one(label, factory, cfg, runs_dir, penalties)
+
+
+def train_one(label: str, factory, cfg, runs_dir, penalties=None) -> str:
+    """Train ``factory()`` with ``cfg`` into a run record under ``runs_dir``; returns a one-line summary."""
+    r = fit(factory, data_for(cfg, tensors=load_uint8()), cfg, penalties=penalties or {}, runs_dir=runs_dir,
             progress=False, verbose=False)
     last3 = ", ".join(f"{h['test_accuracy']:.2f}" for h in r.history[-3:])
-    return f"{label} seed {seed}: final {r.final_test_accuracy:.2f}%, last 3 epochs {last3} ({r.run_dir.name})"
+    return f"{label} seed {cfg.seed}: final {r.final_test_accuracy:.2f}%, last 3 epochs {last3} ({r.run_dir.name})"
+
+
+def matching_records(config, n_params: int, runs_dir) -> list:
+    """Complete records of ``config`` (any seed) whose network has ``n_params`` parameters: records of
+    another recipe, or of an earlier architecture under the same config name, do not count."""
+    return [r for r in find_records(config.name, runs_dir)
+            if r.config == config.replace(seed=r.config.seed) and r.metrics.get("parameters") == n_params]
 
 
 def main(argv=None) -> int:
@@ -98,18 +110,12 @@ def main(argv=None) -> int:
     configs = configurations(args.epochs)
     if args.only:
         configs = {k: v for k, v in configs.items() if k in args.only.split(",")}
-    # a record counts when its config matches and its network has today's parameter count (records
-    # of an earlier architecture under the same config name are not today's reference)
-    n_params = {label: count_parameters(factory()) for label, (_, factory, _, _) in configs.items()}
-
-    def current(rec, label, config) -> bool:
-        return rec.config == config.replace(seed=rec.config.seed) and rec.metrics.get("parameters") == n_params[label]
-
+    records = {label: matching_records(config, count_parameters(factory()), args.runs_dir)
+               for label, (_, factory, config, _) in configs.items()}
     jobs = []
     for seed in [] if args.no_train else args.seeds:
-        for label, (_, _, config, _) in configs.items():
-            cfg = config.replace(seed=seed)
-            done = [r for r in find_records(cfg.name, args.runs_dir) if r.config.seed == seed and current(r, label, config)]
+        for label in configs:
+            done = [r for r in records[label] if r.config.seed == seed]
             if done:
                 print(f"{label} seed {seed}: already recorded in {done[-1].path.name}", flush=True)
             else:
@@ -119,9 +125,10 @@ def main(argv=None) -> int:
     print(f"\n{'configuration':<26} {'seeds':>5} {'final min':>9} {'mean':>6} {'max':>6} {'last-3 min':>10} "
           f"{'pass':>5}  first epoch >= 99.4")
     failed = False
-    for label, (session, factory, config, penalties) in configs.items():
-        recs = [r for r in find_records(config.name, args.runs_dir)
-                if current(r, label, config) and r.config.seed in args.seeds]
+    for label, (session, factory, config, _) in configs.items():
+        if jobs:  # new records were written
+            records[label] = matching_records(config, count_parameters(factory()), args.runs_dir)
+        recs = [r for r in records[label] if r.config.seed in args.seeds]
         if not recs:
             continue
         s = summary(recs, POLICIES[session])
