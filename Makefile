@@ -24,7 +24,7 @@ help:
 	@echo "make reproduce  run every solution notebook at full length, the seed sweep, then the reports"
 	@echo "make seeds      train the graded configs over SEEDS (default: 1-10, about 2 hours on 2 cores; WORKERS=2 processes) and print min/mean/max"
 	@echo "make frontier   the parameter frontier: small course-style nets with the Session 2 recipe over SEEDS (benchmarks/frontier.py)"
-	@echo "make report     render sessions/session{2,3}/README.md from the run records in runs/"
+	@echo "make report     render sessions/session{2,3}/README.md from the run records in runs/ (REPORT=session3: only that one)"
 	@echo "make grade SUBMISSION=path [GRADE_ARGS=--retrain]   grade notebook(s) or a folder of them"
 	@echo "make student-release   build the student template repository in build/student-template"
 
@@ -79,8 +79,9 @@ FRONTIER ?= w7632
 frontier: data
 	@$(PY) benchmarks/frontier.py --candidates $(FRONTIER) --seeds $(SEEDS) --workers $(WORKERS)
 
+REPORT ?= session2 session3
 report: data
-	@$(PY) -m autograder.report
+	@$(PY) -m autograder.report $(addprefix --session ,$(REPORT))
 
 SUBMISSION ?= sessions
 grade: data

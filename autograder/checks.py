@@ -417,8 +417,45 @@ def check_l2_penalty(l2_penalty) -> str:
 
 # --------------------------------------------------------------------------- run records and accuracy
 
+def submitted_record(config, runs_dirs=None):
+    """The newest run record trained with exactly ``config`` (a ``TrainConfig``), seed included.
+
+    One rule for every front end (notebook test cells, nbgrader, ``course grade``): a record trained
+    with another config (the student changed a setting after training, or trained other seeds) is
+    never graded in its place. When no record matches, the message names the closest record of that
+    name and the settings in which it differs. ``runs_dirs`` defaults to the course runs folder.
+    """
+    from course_utils.engine import find_records, runs_root
+
+    dirs = list(runs_dirs) if runs_dirs is not None else [runs_root()]
+    named = sorted((r for d in dirs for r in find_records(config.name, d)), key=lambda r: r.path.name)
+    exact = [r for r in named if r.config == config]
+    if exact:
+        return exact[-1]
+    where = ", ".join(str(d) for d in dirs) or "(no runs folder)"
+    if not named:
+        _fail(f"No run record named {config.name!r} in {where}. Run the training cell and submit the "
+              "runs/ folder next to the notebook (or grade with --retrain).")
+    new = config.to_dict()
+
+    def differences(rec):
+        old = rec.config.to_dict()
+        return [k for k in new if old.get(k) != new[k]]
+
+    closest = min(reversed(named), key=lambda r: len(differences(r)))  # ties: the newest
+    old = closest.config.to_dict()
+    diff = ", ".join(f"{k} (record {old.get(k)!r}, notebook {new[k]!r})" for k in differences(closest))
+    _fail(f"No run record in {where} was trained with this notebook's config {config.name!r}; the closest "
+          f"({closest.path.name}) differs in: {diff}. Re-run the training cell with the notebook's config.")
+
+
 def _record(record):
-    """A run record, or the newest complete record of that config name under ``./runs``."""
+    """A run record as given; for a ``TrainConfig``, :func:`submitted_record`; for a config name (older
+    notebooks), the newest complete record of that name under the runs folder."""
+    from course_utils.config import TrainConfig
+
+    if isinstance(record, TrainConfig):
+        return submitted_record(record)
     if not isinstance(record, str):
         return record
     from course_utils.engine import find_records, runs_root
@@ -432,7 +469,7 @@ def _record(record):
 
 def check_epochs(record, policy: Policy | str = "session2") -> str:
     """Epochs below the session's limit, in the config and in the per-epoch history alike.
-    ``record`` is a run record (or ``RunResult``) or a config name."""
+    ``record`` is a run record (or ``RunResult``), the ``TrainConfig`` it was trained with, or a config name."""
     policy = POLICIES[policy] if isinstance(policy, str) else policy
     record = _record(record)
     declared, ran = record.config.epochs, len(record.history)

@@ -1,6 +1,6 @@
 """Render the session reports from run records: ``sessions/session2/README.md``, ``sessions/session3/README.md``.
 
-    python -m autograder.report [--runs-dir runs]        (make report)
+    python -m autograder.report [--runs-dir runs] [--session session3]        (make report)
 
 Every number comes from a run record under ``runs/`` (written by ``make reproduce`` and
 ``make seeds``); the Target and Analysis text of each Session 2 iteration is read from its solution
@@ -13,6 +13,7 @@ import json
 import statistics
 from pathlib import Path
 
+from autograder.reference.session2 import SESSION2_CONFIG
 from course_utils.engine import TARGET_ACCURACY, find_records
 from course_utils.notebook import results_rows
 
@@ -42,11 +43,14 @@ def _cell_text(nb_path: Path, marker: str) -> str:
     return ""
 
 
-def latest_by_seed(name: str, runs_dir, epochs: int | None = None) -> list:
-    """Newest complete record per seed of config ``name`` (quick smoke runs have another name)."""
+def latest_by_seed(config, runs_dir) -> list:
+    """Newest complete record per seed of ``config``: a ``TrainConfig`` (records trained with exactly it,
+    any seed; runs that explored another recipe under the same name do not count) or a config name
+    (any record of that name; quick smoke runs have another name)."""
     by_seed = {}
+    name = config if isinstance(config, str) else config.name
     for rec in find_records(name, runs_dir):
-        if epochs is None or rec.config.epochs == epochs:
+        if isinstance(config, str) or rec.config == config.replace(seed=rec.config.seed):
             by_seed[rec.config.seed] = rec
     return [by_seed[s] for s in sorted(by_seed)]
 
@@ -102,7 +106,7 @@ def session2(runs_dir, out_dir: Path) -> str:
     for i, (stem, name, title) in enumerate(ITERATIONS, 1):
         nb = nb_dir / f"{stem}.ipynb"
         lines += [f"## Iteration {i}: {title}", "", f"**Target.** {_cell_text(nb, '**Target.**')}", "", "**Results.**", ""]
-        records = latest_by_seed(name, runs_dir)
+        records = latest_by_seed(SESSION2_CONFIG if name == SESSION2_CONFIG.name else name, runs_dir)
         if not records:
             lines += [f"No run record named `{name}` yet: run `make reproduce`.", ""]
         elif i < len(ITERATIONS):
@@ -133,7 +137,7 @@ def session3(runs_dir, out_dir: Path) -> str:
              f"Nesterov momentum, OneCycle up to {ref.BASE.lr}, ±{ref.BASE.rotation:g}° rotations; L1 = "
              f"{ref.L1_WEIGHT:g} x sum |w| over conv weights, L2 = SGD weight decay {ref.WEIGHT_DECAY:g}, "
              f"GBN = {ref.GBN_SPLITS} virtual batches of {ref.BASE.batch_size // ref.GBN_SPLITS}.", ""]
-    found = {label: latest_by_seed(cfg.name, runs_dir, cfg.epochs) for label, (_, _, cfg) in ref.VARIANTS.items()}
+    found = {label: latest_by_seed(cfg, runs_dir) for label, (_, _, cfg) in ref.VARIANTS.items()}
     found = {k: v for k, v in found.items() if v}
     if not found:
         return "\n".join(lines + ["No run records yet: run `make seeds`.", ""])
@@ -241,12 +245,20 @@ def findings(s: dict) -> list[str]:
     return out
 
 
-def write(runs_dir=None, out_root: Path | None = None) -> list[Path]:
-    """Render both READMEs into ``<out_root>/sessions/<session>/`` (default: the repository)."""
+REPORTS = {"session2": session2, "session3": session3}
+
+
+def write(runs_dir=None, out_root: Path | None = None, sessions=tuple(REPORTS)) -> list[Path]:
+    """Render the READMEs of ``sessions`` into ``<out_root>/sessions/<session>/`` (default: the repository).
+
+    Rendering one session leaves the other's README as it is: a machine that only has the Session 3
+    records (say, after a Session 3 sweep) must not overwrite the Session 2 report with "no records".
+    """
     runs_dir = Path(runs_dir or ROOT / "runs")
     out_root = Path(out_root or ROOT)
     written = []
-    for name, fn in (("session2", session2), ("session3", session3)):
+    for name in sessions:
+        fn = REPORTS[name]
         out_dir = out_root / "sessions" / name
         out_dir.mkdir(parents=True, exist_ok=True)
         text = fn(runs_dir, out_dir)
@@ -258,8 +270,10 @@ def write(runs_dir=None, out_root: Path | None = None) -> list[Path]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs-dir", default=str(ROOT / "runs"))
+    ap.add_argument("--session", choices=sorted(REPORTS), action="append",
+                    help="render only this session's report (repeatable; default: both)")
     args = ap.parse_args(argv)
-    for p in write(args.runs_dir):
+    for p in write(args.runs_dir, sessions=args.session or tuple(REPORTS)):
         print(f"wrote {p.relative_to(ROOT)}")
     print("figures in sessions/session*/figures/")
     return 0

@@ -149,23 +149,9 @@ class Context:
         return rec
 
     def _submitted(self, config):
-        from course_utils.engine import find_records
+        from .checks import submitted_record
 
-        from .checks import CheckFailed
-
-        named = [r for d in self.runs_dirs for r in find_records(config.name, d)]
-        named.sort(key=lambda r: r.path.name)
-        exact = [r for r in named if r.config == config]
-        if exact:
-            return exact[-1]
-        where = ", ".join(str(d) for d in self.runs_dirs) or "(no runs folder)"
-        if named:
-            new, old = config.to_dict(), named[-1].config.to_dict()
-            diff = ", ".join(f"{k} (record {old[k]!r}, notebook {new[k]!r})" for k in new if old.get(k) != new[k])
-            raise CheckFailed(f"The newest run record named {config.name!r} ({named[-1].path.name}) was trained with a "
-                              f"different config: {diff}. Re-run the training cell with the notebook's config.")
-        raise CheckFailed(f"No run record named {config.name!r} in {where}. Run the training cell and submit the "
-                          "runs/ folder next to the notebook (or grade with --retrain).")
+        return submitted_record(config, self.runs_dirs)
 
     def _retrain(self, factory, config, penalties):
         from course_utils.engine import fit

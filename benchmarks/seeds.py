@@ -6,6 +6,10 @@ Configurations: the Session 2 reference (iteration 4) and the five Session 3 var
 the solution notebooks train them (a test checks that the notebooks and autograder/reference agree).
 Run records go to ``runs/`` (or ``--runs-dir``); a (config, seed) whose complete record is already
 there is not trained again, so an interrupted sweep resumes. ``make report`` reads the same records.
+
+Trying a recipe change over seeds (records of a changed config never count for the reference):
+
+    python benchmarks/seeds.py --only GBN --seeds 1 2 3 --set translate=0.1 --epochs 20
 """
 from __future__ import annotations
 
@@ -26,15 +30,38 @@ from course_utils.inspection import count_parameters  # noqa: E402
 from course_utils.loader import data_for  # noqa: E402
 
 
-def configurations(epochs: int | None = None):
-    """label -> (session, model factory, config, penalties); ``epochs`` overrides every config's epoch
-    count (to try a shorter or longer recipe; the default is the graded recipe)."""
+def configurations(epochs: int | None = None, overrides: dict | None = None):
+    """label -> (session, model factory, config, penalties); ``epochs`` and ``overrides`` (TrainConfig
+    field -> value) change every config (to try a recipe change; the default is the graded recipe)."""
     out = {"Session 2 (iteration 4)": ("session2", Session2Net, SESSION2_CONFIG, {})}
     for label in session3.VARIANTS:
         factory, config, penalties = session3.variant(label)
         out[label] = ("session3", factory, config, penalties)
-    if epochs:
-        out = {k: (s, f, c.replace(epochs=epochs), p) for k, (s, f, c, p) in out.items()}
+    changes = {**(overrides or {}), **({"epochs": epochs} if epochs else {})}
+    if changes:
+        out = {k: (s, f, c.replace(**changes), p) for k, (s, f, c, p) in out.items()}
+    return out
+
+
+def parse_overrides(items) -> dict:
+    """``["translate=0.1", "nesterov=false"]`` -> ``{"translate": 0.1, "nesterov": False}``, typed like
+    the TrainConfig field; an unknown field or a bad value is an error that names it."""
+    import dataclasses
+
+    from course_utils.config import TrainConfig
+
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    out = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in fields or key in ("name", "seed"):
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of "
+                             f"{sorted(set(fields) - {'name', 'seed'})}")
+        kind = type(getattr(TrainConfig(), key))
+        try:
+            out[key] = raw.lower() in ("1", "true", "yes") if kind is bool else kind(raw)
+        except ValueError:
+            raise SystemExit(f"--set {item!r}: {raw!r} is not a {kind.__name__}") from None
     return out
 
 
@@ -71,8 +98,8 @@ def run_jobs(train, jobs, workers: int) -> None:
 
 def _train(job) -> str:
     """Train one (label, seed) into its run record; returns a one-line summary."""
-    label, seed, runs_dir, epochs = job
-    _, factory, config, penalties = configurations(epochs)[label]
+    label, seed, runs_dir, epochs, overrides = job
+    _, factory, config, penalties = configurations(epochs, overrides)[label]
     cfg = config.replace(seed=seed)
     return train_one(label, factory, cfg, runs_dir, penalties)
 
@@ -104,10 +131,14 @@ def main(argv=None) -> int:
                          "two 1-thread processes at 20.5-23.3 s/epoch each, ~1.2-1.35x the throughput")
     ap.add_argument("--epochs", type=int, help="train every configuration for this many epochs instead of "
                     "its recipe's (exploring a recipe change; records count only for the same epoch count)")
+    ap.add_argument("--set", action="append", metavar="FIELD=VALUE", default=[],
+                    help="change a TrainConfig field of every configuration (repeatable), e.g. --set translate=0.1; "
+                         "records count only for the same changed config, and `make report` never shows them")
     ap.add_argument("--no-train", action="store_true", help="only print the summary of existing records")
     args = ap.parse_args(argv)
 
-    configs = configurations(args.epochs)
+    overrides = parse_overrides(args.set)
+    configs = configurations(args.epochs, overrides)
     if args.only:
         configs = {k: v for k, v in configs.items() if k in args.only.split(",")}
     records = {label: matching_records(config, count_parameters(factory()), args.runs_dir)
@@ -119,7 +150,7 @@ def main(argv=None) -> int:
             if done:
                 print(f"{label} seed {seed}: already recorded in {done[-1].path.name}", flush=True)
             else:
-                jobs.append((label, seed, args.runs_dir, args.epochs))
+                jobs.append((label, seed, args.runs_dir, args.epochs, overrides))
     run_jobs(_train, jobs, args.workers)
 
     print(f"\n{'configuration':<26} {'seeds':>5} {'final min':>9} {'mean':>6} {'max':>6} {'last-3 min':>10} "

@@ -113,7 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="render the session READMEs from run records (instructors)")
     r.add_argument("--runs-dir")
-    r.set_defaults(func=lambda a: _instructor("report", ["--runs-dir", a.runs_dir] if a.runs_dir else []))
+    r.add_argument("--session", choices=["session2", "session3"], action="append",
+                   help="render only this session's report (repeatable; default: both)")
+    r.set_defaults(func=lambda a: _instructor("report", (["--runs-dir", a.runs_dir] if a.runs_dir else [])
+                                              + [x for s in a.session or [] for x in ("--session", s)]))
 
     sub.add_parser("grade", add_help=False, help="grade notebook submissions (course grade --help for options)")
 

@@ -4,8 +4,8 @@
 ``$COURSE_RUNS``). Two environments change what it does:
 
 * ``NBGRADER_EXECUTION`` (set by nbgrader while it validates or autogrades): the notebook does not
-  retrain; ``train`` loads the latest complete run record of that config's name, which the student
-  submits with the notebook, and the grading cells evaluate its checkpoint themselves. Retraining
+  retrain; ``train`` loads the latest complete run record trained with that config (or, failing that,
+  the latest of that config's name), which the student submits with the notebook, and the grading cells evaluate its checkpoint themselves. Retraining
   inside nbgrader would take minutes per notebook and hit its cell timeout.
 * ``COURSE_QUICK=1``: a smoke run of one short epoch, allowed only where the notebook says
   ``quick_ok=True`` (Session 2 iterations 1-3, whose accuracy is not graded). Graded runs ignore it.
@@ -34,9 +34,14 @@ def quick_mode() -> bool:
     return os.environ.get(QUICK_ENV, "") in ("1", "true", "yes")
 
 
-def load_latest(model_cls: Callable[[], nn.Module], name: str, runs_dir=None) -> RunResult:
-    """The newest complete run record named ``name``, with its checkpoint loaded into ``model_cls()``."""
+def load_latest(model_cls: Callable[[], nn.Module], config: TrainConfig | str, runs_dir=None) -> RunResult:
+    """The newest complete run record trained with ``config`` (newest of its name if none matches exactly:
+    the grading cells then say which settings differ), checkpoint loaded into ``model_cls()``.
+    ``config`` may also be just a config name."""
+    name = config if isinstance(config, str) else config.name
     records = find_records(name, runs_dir)
+    if not isinstance(config, str):
+        records = [r for r in records if r.config == config] or records
     if not records:
         raise FileNotFoundError(f"No run record named {name!r} under {runs_root(runs_dir)}: run the training cell "
                                 "(without nbgrader) and submit the runs/ folder with the notebook.")
@@ -51,7 +56,7 @@ def train(model_cls: Callable[[], nn.Module], config: TrainConfig, *, penalties:
     """Train ``model_cls`` with ``config`` (progress bar, one line per epoch, run record written),
     or load the submitted record under nbgrader. See the module docstring."""
     if graded_execution():
-        return load_latest(model_cls, config.name, runs_dir)
+        return load_latest(model_cls, config, runs_dir)
     max_steps = None
     if quick_ok and quick_mode():
         config = config.replace(epochs=1, name=config.name + "-quick")

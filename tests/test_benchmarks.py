@@ -87,3 +87,16 @@ def test_frontier_widths_reproduce_the_reference_and_its_table_requires_every_se
     assert any(line.startswith("w4692") and " 2/2 " in line for line in lines), lines
     assert any(line.startswith("w4884") and " 1/2 " in line for line in lines), lines
     assert lines[-1].endswith("w4692, 4,692 parameters"), lines
+
+
+def test_seeds_overrides_are_typed_and_reject_unknown_fields():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import seeds
+
+    assert seeds.parse_overrides(["translate=0.1", "epochs=20", "nesterov=false"]) == \
+        {"translate": 0.1, "epochs": 20, "nesterov": False}
+    for bad in (["bogus=1"], ["lr=fast"], ["seed=3"], ["translate"]):
+        with pytest.raises(SystemExit, match="--set"):
+            seeds.parse_overrides(bad)
+    changed = seeds.configurations(overrides={"translate": 0.1})
+    assert all(cfg.translate == 0.1 for _, _, cfg, _ in changed.values())

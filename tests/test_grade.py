@@ -13,7 +13,11 @@ import time
 import pytest
 import torch
 
+from autograder.checks import CheckFailed, submitted_record
 from autograder.grade import grade
+from autograder.reference.session2 import SESSION2_CONFIG, Session2Net
+from course_utils.config import TrainConfig
+from records import fake_record
 from submissions import ROOT, completed, copy_records, edit, stub, write
 
 pytestmark = pytest.mark.data
@@ -38,6 +42,21 @@ def assert_only_fails(report, failing: dict):
 
 
 # --------------------------------------------------------------------------- no training needed
+
+def test_the_record_graded_is_the_one_trained_with_the_notebooks_config(tmp_path):
+    """Other seeds' runs, newer and failing, sit in the same runs/ folder: the notebook's own run is graded;
+    with none trained on the notebook's config, the message names the closest record and what differs."""
+    runs = tmp_path / "runs"
+    fake_record(runs, Session2Net(), SESSION2_CONFIG, [99.5] * 14)
+    fake_record(runs, Session2Net(), SESSION2_CONFIG.replace(seed=2), [99.0] * 14)
+    fake_record(runs, Session2Net(), SESSION2_CONFIG.replace(seed=3, lr=0.05), [99.0] * 14)
+    assert submitted_record(SESSION2_CONFIG, [runs]).config == SESSION2_CONFIG
+    assert submitted_record(SESSION2_CONFIG.replace(seed=2), [runs]).history[-1]["test_accuracy"] == 99.0
+    with pytest.raises(CheckFailed, match=r"-s1\) differs in: epochs \(record 14, notebook 10\)\. Re-run"):
+        submitted_record(SESSION2_CONFIG.replace(epochs=10), [runs])
+    with pytest.raises(CheckFailed, match="No run record named 's2-4-bn-dropout' in"):
+        submitted_record(SESSION2_CONFIG, [tmp_path / "elsewhere"])
+
 
 @pytest.mark.parametrize("name", ["1_skeleton", "2_lighter", "3_gap"])
 def test_completed_session2_iterations_get_full_marks(name, tmp_path):
@@ -181,7 +200,7 @@ def test_reference_solutions_get_full_marks_in_checkpoint_mode(assignment, sessi
 @pytest.mark.slow
 def test_checkpoint_below_target_is_caught_whatever_the_record_says(solution_runs, tmp_path):
     runs = copy_records(solution_runs.records_of("session2"), tmp_path / "runs", {"s2-4-bn-dropout"})
-    (rec,) = list(runs.iterdir())
+    rec = next(d for d in runs.iterdir() if TrainConfig.load(d / "config.json") == SESSION2_CONFIG)  # the graded one
     state = torch.load(rec / "model.pt", weights_only=True)
     first = next(k for k in state if k.endswith("weight") and state[k].dim() == 4)
     state[first] = torch.zeros_like(state[first])  # the printed history still says >= 99.4%
@@ -198,7 +217,7 @@ def test_record_trained_with_another_config_is_not_graded(solution_runs, tmp_pat
     nb = edit(completed(S2), "config", "lr=0.1", "lr=0.05")
     report = grade(write(nb, tmp_path, "4_bn_dropout.ipynb"))
     passed, msg = verdicts(report)["accuracy"]
-    assert not passed and "different config: lr (record 0.1, notebook 0.05)" in msg, msg
+    assert not passed and "differs in: lr (record 0.1, notebook 0.05)" in msg, msg
 
 
 @pytest.mark.slow
@@ -224,7 +243,6 @@ def test_checkpoint_fitted_to_the_test_set_fools_checkpoint_mode_but_not_retrain
     submitted with a plausible 3-epoch record, passes checkpoint mode (the grader's own evaluation is
     on those very images); retraining the declared 3-epoch config on the training set with the
     grader's seed falls short of 99.4%."""
-    from autograder.reference.session2 import SESSION2_CONFIG, Session2Net
     from course_utils.engine import find_records, fit
     from course_utils.loader import MNISTData, TensorLoader
 

@@ -22,6 +22,10 @@ def test_reports_show_the_records_numbers(tmp_path):
             c = vcfg.replace(seed=seed)
             last = 99.30 if label == "L1+L2+GBN" and seed == 2 else 99.50 + bump
             _fake_record(runs, session3.Session3Net(ghost=ghost), c, [98.5] * (c.epochs - 3) + [last] * 3)
+    # runs that explored another recipe under the same names are not the reference's: left out
+    _fake_record(runs, Session2Net(), SESSION2_CONFIG.replace(seed=3, translate=0.1), [90.0] * SESSION2_CONFIG.epochs)
+    _, _, l1cfg = session3.VARIANTS["L1+BN"]
+    _fake_record(runs, session3.Session3Net(), l1cfg.replace(seed=3, epochs=20), [90.0] * 20)
     out = tmp_path / "out"
     s2, s3 = report.write(runs, out)
 
@@ -29,7 +33,7 @@ def test_reports_show_the_records_numbers(tmp_path):
     assert "## Iteration 1: Basic skeleton" in text2 and "No run record named `s2-1-skeleton` yet" in text2
     assert "**Target.** fewer than 10,000 parameters" in text2  # read from the solution notebook
     assert "| 1 | 9,904 |" in text2 and "| 2 | 9,904 |" in text2 and "99.57%" in text2  # seed 2 final: 99.47+0.1
-    assert "**mean (min-max)**" in text2 and "99.52% (99.47-99.57)" in text2
+    assert "**mean (min-max)**" in text2 and "99.52% (99.47-99.57)" in text2 and "| 3 | 9,904 |" not in text2
 
     text3 = s3.read_text()
     for label in session3.VARIANTS:
@@ -41,3 +45,14 @@ def test_reports_show_the_records_numbers(tmp_path):
         assert (out / "sessions" / "session3" / "figures" / fig).stat().st_size > 5000
     assert re.search(r"!\[validation accuracy\]\(figures/val_accuracy.png\)", text3)
     assert "99.40% / 99.27%" in text3  # the documents' published GBN numbers, labelled as quoted
+
+
+def test_rendering_one_session_leaves_the_other_report_alone(tmp_path):
+    out = tmp_path / "out"
+    kept = out / "sessions" / "session2" / "README.md"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("Session 2 report rendered from records this machine no longer has\n")
+    written = report.write(tmp_path / "no-runs", out, sessions=("session3",))
+    assert written == [out / "sessions" / "session3" / "README.md"]
+    assert "No run records yet" in written[0].read_text()
+    assert kept.read_text().startswith("Session 2 report rendered")
