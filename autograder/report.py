@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 from autograder.reference.session2 import SESSION2_CONFIG
-from course_utils.engine import TARGET_ACCURACY, find_records
+from course_utils.engine import TARGET_ACCURACY, find_records, records_of
 from course_utils.notebook import results_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,10 +48,8 @@ def latest_by_seed(config, runs_dir) -> list:
     any seed; runs that explored another recipe under the same name do not count) or a config name
     (any record of that name; quick smoke runs have another name)."""
     by_seed = {}
-    name = config if isinstance(config, str) else config.name
-    for rec in find_records(name, runs_dir):
-        if isinstance(config, str) or rec.config == config.replace(seed=rec.config.seed):
-            by_seed[rec.config.seed] = rec
+    for rec in find_records(config, runs_dir) if isinstance(config, str) else records_of(config, runs_dir):
+        by_seed[rec.config.seed] = rec
     return [by_seed[s] for s in sorted(by_seed)]
 
 

@@ -25,7 +25,7 @@ from autograder.policy import POLICIES  # noqa: E402
 from autograder.reference import session3  # noqa: E402
 from autograder.reference.session2 import SESSION2_CONFIG, Session2Net  # noqa: E402
 from course_utils.data import load_uint8  # noqa: E402
-from course_utils.engine import find_records, fit  # noqa: E402
+from course_utils.engine import fit, records_of  # noqa: E402
 from course_utils.inspection import count_parameters  # noqa: E402
 from course_utils.loader import data_for  # noqa: E402
 
@@ -115,8 +115,7 @@ def train_one(label: str, factory, cfg, runs_dir, penalties=None) -> str:
 def matching_records(config, n_params: int, runs_dir) -> list:
     """Complete records of ``config`` (any seed) whose network has ``n_params`` parameters: records of
     another recipe, or of an earlier architecture under the same config name, do not count."""
-    return [r for r in find_records(config.name, runs_dir)
-            if r.config == config.replace(seed=r.config.seed) and r.metrics.get("parameters") == n_params]
+    return [r for r in records_of(config, runs_dir) if r.metrics.get("parameters") == n_params]
 
 
 def main(argv=None) -> int:

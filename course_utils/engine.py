@@ -379,3 +379,9 @@ def find_records(name: str | None = None, runs_dir: str | os.PathLike | None = N
             out.append(rec)
     out.sort(key=lambda r: r.metrics.get("started_utc") or "")
     return out
+
+
+def records_of(config: TrainConfig, runs_dir: str | os.PathLike | None = None) -> list[RunRecord]:
+    """Complete records trained with exactly ``config`` apart from its seed (any seed), oldest first:
+    runs that tried another recipe under the same name do not count."""
+    return [r for r in find_records(config.name, runs_dir) if r.config == config.replace(seed=r.config.seed)]
