@@ -79,9 +79,10 @@ def config_for(name: str):
     return SESSION2_CONFIG.replace(name=f"frontier-{name}")
 
 
-def _train(job) -> str:
+def _train(job) -> tuple[str, bool]:
     name, seed, runs_dir = job
-    return train_one(name, CANDIDATES[name].build, config_for(name).replace(seed=seed), runs_dir)
+    return train_one(name, CANDIDATES[name].build, config_for(name).replace(seed=seed), runs_dir,
+                     POLICIES["session2"])
 
 
 def main(argv=None) -> int:

@@ -10,6 +10,9 @@ there is not trained again, so an interrupted sweep resumes. ``make report`` rea
 Trying a recipe change over seeds (records of a changed config never count for the reference):
 
     python benchmarks/seeds.py --only GBN --seeds 1 2 3 --set translate=0.1 --epochs 20
+
+Screening a change cheaply: ``--fail-fast`` stops at the first run that misses the grading policy, so
+list first the seeds that the current recipe finds hardest.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from autograder.policy import POLICIES  # noqa: E402
 from autograder.reference import session3  # noqa: E402
 from autograder.reference.session2 import SESSION2_CONFIG, Session2Net  # noqa: E402
 from course_utils.data import load_uint8  # noqa: E402
-from course_utils.engine import fit, records_of  # noqa: E402
+from course_utils.engine import fit, load_record, records_of  # noqa: E402
 from course_utils.inspection import count_parameters  # noqa: E402
 from course_utils.loader import data_for  # noqa: E402
 
@@ -65,15 +68,23 @@ def parse_overrides(items) -> dict:
     return out
 
 
+def lowest_of_last(record, policy) -> float:
+    """The lowest test accuracy over the last ``policy.consistent_epochs`` epochs of a run record."""
+    return min(h["test_accuracy"] for h in record.history[-policy.consistent_epochs:])
+
+
+def passes(record, policy) -> bool:
+    """The grading policy's accuracy and epoch rules, applied to a run record."""
+    return lowest_of_last(record, policy) >= policy.min_accuracy and \
+        record.metrics["epochs_run"] < policy.epoch_limit
+
+
 def summary(records, policy) -> dict:
     finals = [r.metrics["final_test_accuracy"] for r in records]
-    last3 = [min(h["test_accuracy"] for h in r.history[-policy.consistent_epochs:]) for r in records]
     firsts = [r.metrics["first_epoch_at_target"] for r in records]
     return {"n": len(records), "final_min": min(finals), "final_mean": statistics.mean(finals),
-            "final_max": max(finals), "last3_min": min(last3),
-            "passing": sum(1 for r, l3 in zip(records, last3) if l3 >= policy.min_accuracy
-                           and r.metrics["epochs_run"] < policy.epoch_limit),
-            "first_epochs": firsts}
+            "final_max": max(finals), "last3_min": min(lowest_of_last(r, policy) for r in records),
+            "passing": sum(passes(r, policy) for r in records), "first_epochs": firsts}
 
 
 def _one_thread():
@@ -82,34 +93,53 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
-def run_jobs(train, jobs, workers: int) -> None:
+def run_jobs(train, jobs, workers: int, fail_fast: bool = False) -> bool:
     """Run ``train(job)`` for every job, printing each returned line: in this process, or in ``workers``
-    spawned processes of one torch thread each (``train`` must be a module-level function)."""
+    spawned processes of one torch thread each (``train`` must be a module-level function returning
+    ``(line, passed)``). With ``fail_fast`` the first run that misses the policy ends the sweep (runs
+    still training are stopped, their records left incomplete, so they train again next time).
+    Returns False when it stopped early."""
+    def report(result) -> bool:
+        line, passed = result
+        print(line if passed else f"{line}  MISSES the policy", flush=True)
+        if fail_fast and not passed:
+            print("--fail-fast: stopping the sweep at the first miss", flush=True)
+            return False
+        return True
+
     if workers > 1 and len(jobs) > 1:
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(workers, initializer=_one_thread, maxtasksperchild=1) as pool:
-            for line in pool.imap_unordered(train, jobs):
-                print(line, flush=True)
+            for result in pool.imap_unordered(train, jobs):
+                if not report(result):
+                    pool.terminate()
+                    return False
     else:
         for job in jobs:
-            print(train(job), flush=True)
+            if not report(train(job)):
+                return False
+    return True
 
 
-def _train(job) -> str:
-    """Train one (label, seed) into its run record; returns a one-line summary."""
+def _train(job) -> tuple[str, bool]:
+    """Train one (label, seed) into its run record; returns a one-line summary and whether it passes."""
     label, seed, runs_dir, epochs, overrides = job
-    _, factory, config, penalties = configurations(epochs, overrides)[label]
+    session, factory, config, penalties = configurations(epochs, overrides)[label]
     cfg = config.replace(seed=seed)
-    return train_one(label, factory, cfg, runs_dir, penalties)
+    return train_one(label, factory, cfg, runs_dir, POLICIES[session], penalties)
 
 
-def train_one(label: str, factory, cfg, runs_dir, penalties=None) -> str:
-    """Train ``factory()`` with ``cfg`` into a run record under ``runs_dir``; returns a one-line summary."""
-    r = fit(factory, data_for(cfg, tensors=load_uint8()), cfg, penalties=penalties or {}, runs_dir=runs_dir,
-            progress=False, verbose=False)
-    last3 = ", ".join(f"{h['test_accuracy']:.2f}" for h in r.history[-3:])
-    return f"{label} seed {cfg.seed}: final {r.final_test_accuracy:.2f}%, last 3 epochs {last3} ({r.run_dir.name})"
+def train_one(label: str, factory, cfg, runs_dir, policy, penalties=None) -> tuple[str, bool]:
+    """Train ``factory()`` with ``cfg`` into a run record under ``runs_dir``; returns a one-line summary
+    and whether the record passes ``policy``."""
+    result = fit(factory, data_for(cfg, tensors=load_uint8()), cfg, penalties=penalties or {}, runs_dir=runs_dir,
+                 progress=False, verbose=False)
+    r = load_record(result.run_dir)
+    last3 = ", ".join(f"{h['test_accuracy']:.2f}" for h in r.history[-policy.consistent_epochs:])
+    line = f"{label} seed {cfg.seed}: final {r.metrics['final_test_accuracy']:.2f}%, last " \
+           f"{policy.consistent_epochs} epochs {last3} ({r.path.name})"
+    return line, passes(r, policy)
 
 
 def matching_records(config, n_params: int, runs_dir) -> list:
@@ -134,6 +164,9 @@ def main(argv=None) -> int:
                     help="change a TrainConfig field of every configuration (repeatable), e.g. --set translate=0.1; "
                          "records count only for the same changed config, and `make report` never shows them")
     ap.add_argument("--no-train", action="store_true", help="only print the summary of existing records")
+    ap.add_argument("--fail-fast", action="store_true",
+                    help="stop at the first run that misses the grading policy (screening a recipe change: "
+                         "list the seeds most likely to fail first)")
     args = ap.parse_args(argv)
 
     overrides = parse_overrides(args.set)
@@ -150,7 +183,7 @@ def main(argv=None) -> int:
                 print(f"{label} seed {seed}: already recorded in {done[-1].path.name}", flush=True)
             else:
                 jobs.append((label, seed, args.runs_dir, args.epochs, overrides))
-    run_jobs(_train, jobs, args.workers)
+    finished = run_jobs(_train, jobs, args.workers, args.fail_fast)
 
     print(f"\n{'configuration':<26} {'seeds':>5} {'final min':>9} {'mean':>6} {'max':>6} {'last-3 min':>10} "
           f"{'pass':>5}  first epoch >= 99.4")
@@ -165,7 +198,9 @@ def main(argv=None) -> int:
         failed |= s["passing"] < s["n"]
         print(f"{label:<26} {s['n']:>5} {s['final_min']:>9.2f} {s['final_mean']:>6.2f} {s['final_max']:>6.2f} "
               f"{s['last3_min']:>10.2f} {s['passing']:>2}/{s['n']:<2}  {s['first_epochs']}")
-    return 1 if failed else 0
+    if not finished:
+        print("(stopped early by --fail-fast: the table shows the runs recorded so far)")
+    return 1 if failed or not finished else 0
 
 
 if __name__ == "__main__":

@@ -100,3 +100,21 @@ def test_seeds_overrides_are_typed_and_reject_unknown_fields():
             seeds.parse_overrides(bad)
     changed = seeds.configurations(overrides={"translate": 0.1})
     assert all(cfg.translate == 0.1 for _, _, cfg, _ in changed.values())
+
+
+def test_fail_fast_stops_a_sweep_at_the_first_run_that_misses_the_policy(capsys):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import seeds
+
+    trained = []
+
+    def train(job):
+        trained.append(job)
+        return f"run {job}", job != 2
+
+    assert seeds.run_jobs(train, [1, 2, 3], workers=1, fail_fast=True) is False
+    assert trained == [1, 2]
+    assert "run 2  MISSES the policy" in capsys.readouterr().out
+    trained.clear()
+    assert seeds.run_jobs(train, [1, 2, 3], workers=1) is True
+    assert trained == [1, 2, 3]
