@@ -57,10 +57,14 @@ def _stats(values):
     return min(values), statistics.mean(values), max(values)
 
 
-def _fmt3(values, pct=True):
+def _fmt3(values):
     lo, mean, hi = _stats(values)
-    u = "%" if pct else ""
-    return f"{mean:.2f}{u} ({lo:.2f}-{hi:.2f})"
+    return f"{mean:.2f}% ({lo:.2f}-{hi:.2f})"
+
+
+def _fmt_epochs(values):
+    lo, mean, hi = _stats(values)
+    return f"{mean:.1f} ({lo}-{hi})"
 
 
 def seeds_table(records, session_limit_epochs: int) -> list[str]:
@@ -79,7 +83,7 @@ def seeds_table(records, session_limit_epochs: int) -> list[str]:
         rows.append(f"| **mean (min-max)** | {ms[0]['parameters']:,} | {_fmt3([m['best_train_accuracy'] for m in ms])} | "
                     f"{_fmt3([m['best_test_accuracy'] for m in ms])} | {_fmt3([m['final_test_accuracy'] for m in ms])} | "
                     f"min {min(min(h['test_accuracy'] for h in r.history[-3:]) for r in records):.2f} | "
-                    + (f"{_fmt3(firsts, pct=False)}" if len(firsts) == len(ms) else f"{len(firsts)}/{len(ms)} reached")
+                    + (f"{_fmt_epochs(firsts)}" if len(firsts) == len(ms) else f"{len(firsts)}/{len(ms)} reached")
                     + " |")
     return rows
 
@@ -132,7 +136,8 @@ def session3(runs_dir, out_dir: Path) -> str:
              "Rendered by `make report` from the run records in `runs/` (written by `make seeds`, the same "
              "configurations as `solutions/session3/regularization.ipynb`); do not edit by hand.", "",
              f"Recipe shared by all five variants: {ref.BASE.epochs} epochs, batch {ref.BASE.batch_size}, SGD with "
-             f"Nesterov momentum, OneCycle up to {ref.BASE.lr}, ±{ref.BASE.rotation:g}° rotations; L1 = "
+             f"Nesterov momentum, OneCycle up to {ref.BASE.lr}, ±{ref.BASE.rotation:g}° rotations and shifts of up to "
+             f"±{ref.BASE.translate * 28:g} pixels; L1 = "
              f"{ref.L1_WEIGHT:g} x sum |w| over conv weights, L2 = SGD weight decay {ref.WEIGHT_DECAY:g}, "
              f"GBN = {ref.GBN_SPLITS} virtual batches of {ref.BASE.batch_size // ref.GBN_SPLITS}.", ""]
     found = {label: latest_by_seed(cfg, runs_dir) for label, (_, _, cfg) in ref.VARIANTS.items()}
@@ -157,7 +162,7 @@ def session3(runs_dir, out_dir: Path) -> str:
                               spread=max(m["final_test_accuracy"] for m in ms) - min(m["final_test_accuracy"] for m in ms))
         lines.append(f"| {label} | {ms[0]['parameters']:,} | {len(recs)} | {_fmt3([m['best_test_accuracy'] for m in ms])} | "
                      f"{_fmt3([m['final_test_accuracy'] for m in ms])} | {last3:.2f}% | "
-                     f"{_fmt3(firsts, pct=False) if len(firsts) == len(ms) else f'{len(firsts)}/{len(ms)} reached'} | "
+                     f"{_fmt_epochs(firsts) if len(firsts) == len(ms) else f'{len(firsts)}/{len(ms)} reached'} | "
                      f"{passing}/{len(recs)} |")
     lines.append("")
 

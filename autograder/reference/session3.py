@@ -73,7 +73,7 @@ class Session3Net(nn.Module):
         return F.log_softmax(self.features(x).flatten(1), dim=1)
 
 
-BASE = SESSION2_CONFIG.replace(name="s3", epochs=15)
+BASE = SESSION2_CONFIG.replace(name="s3", epochs=24, translate=0.1)
 L1_WEIGHT = 2e-5
 WEIGHT_DECAY = 1e-5
 GBN_SPLITS = 4
