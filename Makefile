@@ -22,7 +22,7 @@ help:
 	@echo "make bench-epoch  one epoch of each pipeline, side by side"
 	@echo "make release    regenerate the student notebooks sessions/ from solutions/ (nbgrader)"
 	@echo "make reproduce  run every solution notebook at full length, the seed sweep, then the reports"
-	@echo "make seeds      train the graded configs over SEEDS (default: 1-10, about 2 hours on 2 cores; WORKERS=2 processes) and print min/mean/max"
+	@echo "make seeds      train the graded configs over SEEDS (default: 1-10, about 2.5-3 hours on 2 cores; WORKERS=2 processes) and print min/mean/max"
 	@echo "make frontier   the parameter frontier: small course-style nets with the Session 2 recipe over SEEDS (benchmarks/frontier.py)"
 	@echo "make report     render sessions/session{2,3}/README.md from the run records in runs/ (REPORT=session3: only that one)"
 	@echo "make grade SUBMISSION=path [GRADE_ARGS=--retrain]   grade notebook(s) or a folder of them"
