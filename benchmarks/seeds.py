@@ -191,7 +191,7 @@ def main(argv=None) -> int:
     for label, (session, factory, config, _) in configs.items():
         if jobs:  # new records were written
             records[label] = matching_records(config, count_parameters(factory()), args.runs_dir)
-        recs = [r for r in records[label] if r.config.seed in args.seeds]
+        recs = sorted((r for r in records[label] if r.config.seed in args.seeds), key=lambda r: r.config.seed)
         if not recs:
             continue
         s = summary(recs, POLICIES[session])
