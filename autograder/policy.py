@@ -25,6 +25,16 @@ class Policy:
     def max_epochs(self) -> int:
         return self.epoch_limit - 1
 
+    def lowest_of_last(self, history: list[dict]) -> float:
+        """The lowest test accuracy over the last ``consistent_epochs`` epochs of a run's history."""
+        return min(h["test_accuracy"] for h in history[-self.consistent_epochs:])
+
+    def record_passes(self, record) -> bool:
+        """The accuracy and epoch rules applied to a run record's own history (the grader also
+        re-evaluates the checkpoint; sweeps and reports judge the record)."""
+        return self.lowest_of_last(record.history) >= self.min_accuracy and \
+            record.metrics["epochs_run"] < self.epoch_limit
+
 
 POLICIES = {
     "session2": Policy("session2", epoch_limit=15),

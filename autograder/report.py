@@ -13,6 +13,7 @@ import json
 import statistics
 from pathlib import Path
 
+from autograder.policy import POLICIES
 from autograder.reference.session2 import SESSION2_CONFIG
 from course_utils.engine import TARGET_ACCURACY, find_records, records_of
 from course_utils.notebook import results_rows
@@ -149,12 +150,12 @@ def session3(runs_dir, out_dir: Path) -> str:
               "the last three epochs of any seed (the grading rule needs >= 99.4% there).", "",
               "| variant | parameters | seeds | best test | final test | last 3 (min) | first epoch >= 99.4% | passing seeds |",
               "|---|---|---|---|---|---|---|---|"]
-    summary = {}
+    summary, policy = {}, POLICIES["session3"]
     for label, recs in found.items():
         ms = [r.metrics for r in recs]
         firsts = [m["first_epoch_at_target"] for m in ms if m["first_epoch_at_target"]]
-        last3 = min(min(h["test_accuracy"] for h in r.history[-3:]) for r in recs)
-        passing = sum(1 for r in recs if min(h["test_accuracy"] for h in r.history[-3:]) >= TARGET_ACCURACY)
+        last3 = min(policy.lowest_of_last(r.history) for r in recs)
+        passing = sum(policy.record_passes(r) for r in recs)
         summary[label] = dict(final=statistics.mean(m["final_test_accuracy"] for m in ms),
                               best=statistics.mean(m["best_test_accuracy"] for m in ms), last3=last3,
                               first=statistics.mean(firsts) if firsts else float("inf"), loss=statistics.mean(r.history[-1]["test_loss"] for r in recs),

@@ -68,23 +68,12 @@ def parse_overrides(items) -> dict:
     return out
 
 
-def lowest_of_last(record, policy) -> float:
-    """The lowest test accuracy over the last ``policy.consistent_epochs`` epochs of a run record."""
-    return min(h["test_accuracy"] for h in record.history[-policy.consistent_epochs:])
-
-
-def passes(record, policy) -> bool:
-    """The grading policy's accuracy and epoch rules, applied to a run record."""
-    return lowest_of_last(record, policy) >= policy.min_accuracy and \
-        record.metrics["epochs_run"] < policy.epoch_limit
-
-
 def summary(records, policy) -> dict:
     finals = [r.metrics["final_test_accuracy"] for r in records]
     firsts = [r.metrics["first_epoch_at_target"] for r in records]
     return {"n": len(records), "final_min": min(finals), "final_mean": statistics.mean(finals),
-            "final_max": max(finals), "last3_min": min(lowest_of_last(r, policy) for r in records),
-            "passing": sum(passes(r, policy) for r in records), "first_epochs": firsts}
+            "final_max": max(finals), "last3_min": min(policy.lowest_of_last(r.history) for r in records),
+            "passing": sum(policy.record_passes(r) for r in records), "first_epochs": firsts}
 
 
 def _one_thread():
@@ -139,13 +128,14 @@ def train_one(label: str, factory, cfg, runs_dir, policy, penalties=None) -> tup
     last3 = ", ".join(f"{h['test_accuracy']:.2f}" for h in r.history[-policy.consistent_epochs:])
     line = f"{label} seed {cfg.seed}: final {r.metrics['final_test_accuracy']:.2f}%, last " \
            f"{policy.consistent_epochs} epochs {last3} ({r.path.name})"
-    return line, passes(r, policy)
+    return line, policy.record_passes(r)
 
 
 def matching_records(config, n_params: int, runs_dir) -> list:
     """Complete records of ``config`` (any seed) whose network has ``n_params`` parameters: records of
-    another recipe, or of an earlier architecture under the same config name, do not count."""
-    return [r for r in records_of(config, runs_dir) if r.metrics.get("parameters") == n_params]
+    another recipe, or of an earlier architecture under the same config name, do not count. In seed order."""
+    recs = [r for r in records_of(config, runs_dir) if r.metrics.get("parameters") == n_params]
+    return sorted(recs, key=lambda r: r.config.seed)
 
 
 def main(argv=None) -> int:
@@ -191,7 +181,7 @@ def main(argv=None) -> int:
     for label, (session, factory, config, _) in configs.items():
         if jobs:  # new records were written
             records[label] = matching_records(config, count_parameters(factory()), args.runs_dir)
-        recs = sorted((r for r in records[label] if r.config.seed in args.seeds), key=lambda r: r.config.seed)
+        recs = [r for r in records[label] if r.config.seed in args.seeds]
         if not recs:
             continue
         s = summary(recs, POLICIES[session])
