@@ -29,6 +29,9 @@ class Assignment:
     session: str            # key of POLICIES
     checks: tuple[Check, ...]
     trains: bool = False    # has graded training runs (epochs/accuracy checks, retrain mode)
+    runs: str | None = None            # where the notebook declares its runs: "config" (CONFIG) or "variants"
+    models: tuple[str, ...] = ("model",)  # the models the worker builds: "model" = Net(), "model:ghost=4" = Net(ghost=4)
+    labels: tuple[str, ...] = ()       # the graded training runs, by label
 
     @property
     def policy(self) -> Policy:
@@ -47,6 +50,9 @@ def _iteration(name: str, limit: int, full_map_ok: bool = False) -> Assignment:
     ))
 
 
+#: the five graded Session 3 variants, in the order the notebook trains them
+SESSION3_LABELS = ("L1+BN", "L2+BN", "L1+L2+BN", "GBN", "L1+L2+GBN")
+
 ASSIGNMENTS = {a.id: a for a in (
     _iteration("1_skeleton", 200_000, full_map_ok=True),   # iterations 1-2 end with a 7x7 conv over a
     _iteration("2_lighter", 15_000, full_map_ok=True),     # 7x7 map; iteration 3 teaches why to remove it
@@ -57,14 +63,14 @@ ASSIGNMENTS = {a.id: a for a in (
         Check("no_fc", 2, "no fully connected layer"),
         Check("epochs", 1, "epochs < 15 (record and history)"),
         Check("accuracy", 4, ">= 99.4% (grader-evaluated checkpoint, last 3 epochs)"),
-    ), trains=True),
+    ), trains=True, runs="config", labels=("Net",)),
     Assignment("session3/regularization", "session3", (
         Check("ghost_batch_norm", 4, "GhostBatchNorm = BatchNorm2d per virtual batch"),
         Check("l1_penalty", 3, "l1_penalty: conv weights, value and gradient"),
         Check("net", 2, "Net(ghost=0/4): shape, parameters < 10,000, no FC, uses GBN"),
         Check("epochs", 1, "each variant: epochs < 25 (record and history)"),
         Check("accuracy", 4, "each variant >= 99.4% (grader-evaluated, last 3 epochs)"),
-    ), trains=True),
+    ), trains=True, runs="variants", models=("model:ghost=0", "model:ghost=4"), labels=SESSION3_LABELS),
 )}
 
 
@@ -86,25 +92,3 @@ def identify(path: str | Path, assignment: str | None = None) -> Assignment:
         raise ValueError(f"cannot tell which assignment {Path(path).name} is from its name; pass --assignment "
                          f"(one of {', '.join(ASSIGNMENTS)})")
     return matches[0]
-
-
-#: the five graded Session 3 variants, in the order the notebook trains them
-SESSION3_LABELS = ("L1+BN", "L2+BN", "L1+L2+BN", "GBN", "L1+L2+GBN")
-
-
-def expected_regularisation(label: str, *, ghost, l1, weight_decay) -> str | None:
-    """A variant must use what its label says (and nothing it does not): ``None`` if it does, else
-    what is wrong. "L2" is weight decay in the config; "GBN" is ``ghost`` > 1 splits."""
-    parts = set(label.split("+"))
-    try:
-        ghost, l1, weight_decay = int(ghost or 0), float(l1 or 0), float(weight_decay or 0)
-    except (TypeError, ValueError):
-        return "must hold numbers: (ghost splits, L1 weight, config)"
-    problems = []
-    if ("L1" in parts) != (l1 > 0):
-        problems.append("an L1 weight > 0" if "L1" in parts else "no L1 penalty (L1 weight 0)")
-    if ("L2" in parts) != (weight_decay > 0):
-        problems.append("weight_decay > 0 in its config" if "L2" in parts else "no weight decay")
-    if ("GBN" in parts) != (ghost > 1):
-        problems.append("ghost splits > 1 (GhostBatchNorm)" if "GBN" in parts else "ghost=0 (plain BatchNorm)")
-    return ("needs " + ", ".join(problems) + f" to be the {label} variant") if problems else None

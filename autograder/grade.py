@@ -29,12 +29,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import sandbox
 from .assignments import Assignment, identify
 from .policy import GRADER_SEED
 from .submission import SubmissionError, read_notebook
@@ -65,6 +65,7 @@ class GradeReport:
     checks: list[CheckResult] = field(default_factory=list)
     error: str | None = None          # the submission could not be graded at all
     seconds: float = 0.0
+    isolation: str = sandbox.NONE     # what the student's code ran under (see autograder.sandbox)
 
     @property
     def score(self) -> int:
@@ -85,7 +86,7 @@ class GradeReport:
 
     def table(self, width: int = 100) -> str:
         lines = [f"{self.notebook}: {self.assignment or '?'} ({self.mode} mode"
-                 + (f", seed {self.seed}" if self.mode == "retrain" else "") + ")"]
+                 + (f", seed {self.seed}" if self.mode == "retrain" else "") + f"; isolation: {self.isolation})"]
         if self.error:
             return "\n".join(lines + [f"  not graded: {self.error}"])
         idw = max(len(c.id) for c in self.checks)
@@ -128,6 +129,14 @@ def data_root() -> Path:
     return ROOT / "data"
 
 
+def train_files() -> list[Path]:
+    """The MNIST training files (MD5-verified), all that retrain mode shows the worker."""
+    from course_utils.data import ensure_mnist, raw_dir
+
+    root = ensure_mnist(data_root(), allow_download=False, verbose=False)
+    return [raw_dir(root) / "train-images-idx3-ubyte", raw_dir(root) / "train-labels-idx1-ubyte"]
+
+
 def _read_events(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -148,18 +157,20 @@ def _tail(path: Path, n: int = 6) -> str:
     return " | ".join(lines[-n:])[-600:]
 
 
-def _run_worker(request: dict, scratch: Path, timeout: float, log, echo: bool) -> tuple[int | None, str]:
+def _worker_env(scratch: Path) -> dict:
+    """A minimal environment: nothing of the grader's (tokens, data and runs locations) leaks in."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                                          "OMP_WAIT_POLICY", "TZ")}
+    env.update(HOME=str(scratch), TMPDIR="/tmp", MPLBACKEND="Agg", PYTHONUNBUFFERED="1", TQDM_DISABLE="1",
+               PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(ROOT))
+    return env
+
+
+def _run_worker(argv: list[str], scratch: Path, timeout: float, log, echo: bool) -> tuple[int | None, str]:
     """Run one worker; returns (exit status or None if killed for time, why it stopped)."""
-    req_path = scratch / f"request-{time.monotonic_ns()}.json"
-    req_path.write_text(json.dumps(request))
-    env = dict(os.environ)
-    env.update(COURSE_DATA=str(data_root()), COURSE_RUNS=str(scratch / "student-runs"), MPLBACKEND="Agg",
-               PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-               PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
-    env.pop("NBGRADER_EXECUTION", None)
-    proc = subprocess.Popen([sys.executable, "-m", "autograder.worker", str(req_path)], cwd=scratch, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if echo else log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(argv, cwd=scratch, env=_worker_env(scratch), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE if echo else log, stderr=subprocess.STDOUT,
+                            start_new_session=True, preexec_fn=sandbox.die_with_parent)
     try:
         if echo:
             deadline = time.monotonic() + timeout
@@ -189,20 +200,84 @@ def _death_reason(code: int | None, why: str, log_path: Path) -> str:
         sig = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
         what = "killed (out of memory?)" if sig == "SIGKILL" else f"killed by {sig}"
         reason = f"the grading process was {what}"
+    elif code in (128 + signal.SIGKILL, 128 + signal.SIGSEGV, 128 + signal.SIGABRT):
+        sig = signal.Signals(code - 128).name
+        what = "killed (out of memory?)" if sig == "SIGKILL" else f"killed by {sig}"
+        reason = f"the grading process was {what}"
     else:
         reason = f"the grading process exited with status {code} (sys.exit or os._exit in your code?)"
     tail = _tail(log_path)
     return reason + (f"; last output: {tail}" if tail else "")
 
 
+def needed_items(spec: Assignment, retrain: bool) -> list[str]:
+    """What the worker must produce for the assignment's checks, in a stable order."""
+    from .judge import CHECKS
+
+    return list(dict.fromkeys(i for c in spec.checks for i in CHECKS[c.id][0](spec, retrain)))
+
+
+def _produce(spec: Assignment, copy: Path, scratch: Path, *, retrain: bool, seed: int, timeout: float,
+             memory_bytes: int | None, echo: bool) -> tuple[dict, str, str | None]:
+    """Run workers until every item is produced or failed: (item -> files or message, isolation,
+    message if the notebook's own cells could not run)."""
+    outputs = scratch / "out"
+    outputs.mkdir()
+    events_path, log_path = outputs / "events.jsonl", scratch / "worker.log"
+    extra_ro = [copy.parent]
+    train = [str(p) for p in train_files()] if retrain else []
+    extra_ro += [Path(p) for p in train]
+    remaining, status, level = needed_items(spec, retrain), {}, sandbox.NONE
+    with open(log_path, "ab") as log:
+        while remaining:
+            request = dict(notebook=str(copy), assignment=spec.id, items=remaining, outputs=str(outputs),
+                           retrain=retrain, seed=seed, runs=spec.runs, labels=list(spec.labels),
+                           epoch_limit=spec.policy.epoch_limit, keep_epochs=spec.policy.consistent_epochs,
+                           train_files=train, memory_bytes=memory_bytes)
+            req_path = scratch / f"request-{time.monotonic_ns()}.json"
+            req_path.write_text(json.dumps(request))
+            argv, level = sandbox.command([sys.executable, "-m", "autograder.worker", str(req_path)], scratch, extra_ro)
+            seen = len(_read_events(events_path))
+            code, why = _run_worker(argv, scratch, timeout, log, echo)
+            events = _read_events(events_path)[seen:]
+            load = next((e for e in events if e.get("event") == "load"), None)
+            if load is not None and not load.get("ok"):
+                return status, level, str(load.get("message"))
+            if load is None:
+                return status, level, f"Your notebook's setup/definitions cells stopped the grader: " \
+                                      f"{_death_reason(code, why, log_path)}"
+            for e in events:
+                if e.get("event") == "done" and e.get("item") in remaining:
+                    ok = bool(e.get("ok"))
+                    status[e["item"]] = [str(f) for f in e.get("files", [])] if ok else str(e.get("message"))
+            started = [e.get("item") for e in events if e.get("event") == "start"]
+            for item in started:
+                if item not in status:
+                    status[item] = _death_reason(code, why, log_path)
+            before = len(remaining)
+            remaining = [i for i in remaining if i not in status]
+            if remaining and len(remaining) == before:
+                for i in remaining:  # cannot happen unless the worker itself is broken
+                    status[i] = "internal grader error: " + _tail(log_path)
+                break
+    return status, level, None
+
+
 def grade(notebook: str | os.PathLike, *, assignment: str | None = None, retrain: bool = False,
           seed: int = GRADER_SEED, runs_dirs: list | None = None, timeout: float | None = None,
-          memory_bytes: int | None = MEMORY_LIMIT, echo: bool = False) -> GradeReport:
-    """Grade one notebook; never raises for anything wrong with the submission."""
+          memory_bytes: int | None = MEMORY_LIMIT, echo: bool = False, require_sandbox: bool = False) -> GradeReport:
+    """Grade one notebook; never raises for anything wrong with the submission.
+
+    The worker (sandboxed where bubblewrap works) produces the items the checks need; the verdicts
+    are computed here, by :mod:`autograder.judge`, in this process, which never runs student code."""
     t0 = time.perf_counter()
     notebook = Path(notebook)
     mode = "retrain" if retrain else "checkpoint"
-    report = GradeReport(str(notebook), None, mode, seed if retrain else None)
+    report = GradeReport(str(notebook), None, mode, seed if retrain else None, isolation=sandbox.isolation())
+    if require_sandbox and report.isolation != sandbox.SANDBOX:
+        report.error = (f"not graded: a final grade needs the sandbox, and {sandbox.why_not_sandboxed()}. Install "
+                        "bubblewrap (apt-get install bubblewrap) or pass --allow-unisolated.")
+        return report
     try:
         spec: Assignment = identify(notebook, assignment)
         report.assignment = spec.id
@@ -217,47 +292,38 @@ def grade(notebook: str | os.PathLike, *, assignment: str | None = None, retrain
         return report
     timeout = timeout or (RETRAIN_TIMEOUT if retrain else CHECKPOINT_TIMEOUT)
     runs = [Path(p).resolve() for p in runs_dirs] if runs_dirs else default_runs_dirs(notebook)
-    results: dict[str, CheckResult] = {}
-    with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
-        scratch = Path(tmp)
-        copy = scratch / notebook.name
+    scratch = sandbox.scratch_dir()
+    try:
+        (scratch / "in").mkdir()
+        copy = scratch / "in" / notebook.name
         shutil.copyfile(notebook, copy)  # the worker reads a copy: the submission is never touched
-        events_path, log_path = scratch / "events.jsonl", scratch / "worker.log"
-        remaining = [c.id for c in spec.checks]
-        with open(log_path, "ab") as log:
-            while remaining:
-                request = dict(notebook=str(copy), assignment=spec.id, checks=remaining, runs_dirs=[str(p) for p in runs],
-                               retrain=retrain, seed=seed, scratch=str(scratch), results=str(events_path),
-                               memory_bytes=memory_bytes)
-                seen = len(_read_events(events_path))
-                code, why = _run_worker(request, scratch, timeout, log, echo)
-                events = _read_events(events_path)[seen:]
-                load = next((e for e in events if e.get("event") == "load"), None)
-                if load is not None and not load["ok"]:
-                    for cid in remaining:
-                        results[cid] = _result(spec, cid, False, load["message"])
-                    break
-                for e in events:
-                    if e.get("event") == "result":
-                        results[e["check"]] = _result(spec, e["check"], e["passed"], e["message"], e.get("seconds", 0))
-                started = [e["check"] for e in events if e.get("event") == "start"]
-                unfinished = [cid for cid in started if cid not in results]
-                if load is None:  # died while running the notebook's cells
-                    reason = _death_reason(code, why, log_path)
-                    for cid in remaining:
-                        results[cid] = _result(spec, cid, False, f"Your notebook's setup/definitions cells stopped "
-                                                                  f"the grader: {reason}")
-                    break
-                for cid in unfinished:
-                    results[cid] = _result(spec, cid, False, _death_reason(code, why, log_path))
-                remaining = [cid for cid in remaining if cid not in results]
-                if remaining and not started and not unfinished:
-                    for cid in remaining:  # cannot happen unless the worker itself is broken
-                        results[cid] = _result(spec, cid, False, "internal grader error: " + _tail(log_path))
-                    break
-    report.checks = [results[c.id] for c in spec.checks]
+        status, report.isolation, load_error = _produce(spec, copy, scratch, retrain=retrain, seed=seed,
+                                                        timeout=timeout, memory_bytes=memory_bytes, echo=echo)
+        if load_error is not None:
+            report.checks = [_result(spec, c.id, False, load_error) for c in spec.checks]
+        else:
+            report.checks = _judge(spec, scratch / "out", status, retrain=retrain, seed=seed, runs=runs)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _judge(spec: Assignment, outputs: Path, status: dict, *, retrain: bool, seed: int, runs) -> list[CheckResult]:
+    from .judge import CHECKS, CheckFailed, Evidence
+
+    ev = Evidence(spec, outputs, status, retrain=retrain, seed=seed, runs_dirs=runs, data_root=data_root())
+    out = []
+    for c in spec.checks:
+        t = time.perf_counter()
+        try:
+            msg, passed = CHECKS[c.id][1](ev, **c.kwargs), True
+        except CheckFailed as e:
+            msg, passed = str(e), False
+        except Exception as e:  # noqa: BLE001 - a judge failure must not take the other checks down
+            msg, passed = f"internal grader error while judging: {type(e).__name__}: {e}", False
+        out.append(_result(spec, c.id, passed, msg, time.perf_counter() - t))
+    return out
 
 
 def _result(spec: Assignment, cid: str, passed: bool, message: str, seconds: float = 0.0) -> CheckResult:
@@ -292,7 +358,15 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="grades", help="folder for the JSON results (default ./grades)")
     ap.add_argument("--timeout", type=float, help="seconds per grading process")
     ap.add_argument("--memory-gb", type=float, default=MEMORY_LIMIT / 2**30, help="memory limit per grading process")
+    ap.add_argument("--final", action="store_true",
+                    help="an instructor's final grade: refuse to run student code outside the sandbox (bubblewrap)")
+    ap.add_argument("--allow-unisolated", action="store_true",
+                    help="with --final: grade even where the sandbox is not available (the results say so)")
     args = ap.parse_args(argv)
+    if args.final and not args.allow_unisolated and sandbox.isolation() != sandbox.SANDBOX:
+        print(f"error: a final grade needs the sandbox, and {sandbox.why_not_sandboxed()}. Install bubblewrap "
+              "(apt-get install bubblewrap) or pass --allow-unisolated.", file=sys.stderr)
+        return 2
 
     notebooks = find_notebooks(args.paths)
     if not notebooks:

@@ -7,6 +7,12 @@
   ("consistently, not a one-time achievement", as the course brief says).
 * Epochs: strictly fewer than ``epoch_limit`` (so at most 14 in Session 2, 24 in Session 3; the
   course documents' own Session 3 run used 25).
+* Learned, not looked up: with its weights re-initialised by the grader the same network must score
+  below ``max_untrained_accuracy``, and shifting the test images by one pixel may cost at most
+  ``max_shift_drop`` points (both measured on ``probe_images`` test images).
+* Session 3 regularisers must be strong enough to matter: an L1 weight of at least ``min_l1_weight``
+  and a weight decay of at least ``min_weight_decay`` (the course documents' value) where the
+  variant's label names them.
 """
 from __future__ import annotations
 
@@ -20,6 +26,11 @@ class Policy:
     epoch_limit: int = 15
     min_accuracy: float = 99.4
     consistent_epochs: int = 3
+    max_untrained_accuracy: float = 50.0
+    max_shift_drop: float = 5.0
+    probe_images: int = 2000
+    min_l1_weight: float = 1e-5
+    min_weight_decay: float = 1e-5
 
     @property
     def max_epochs(self) -> int:

@@ -5,7 +5,8 @@ The course notebooks tag their code cells (cell metadata ``tags``):
 * ``setup``        imports and settings,
 * ``definitions``  the student's code: model classes, ``GhostBatchNorm``, penalty functions,
 * ``config``       the training config (``CONFIG``, or Session 3's ``VARIANTS``),
-* ``training`` / ``results`` / ``test``: never run by the grader.
+* ``data`` / ``training`` / ``results`` / ``test``: never run by the grader (the sandboxed grader has no
+  data set: a cell that loads MNIST to show it is tagged ``data``).
 
 The grader runs only ``setup``, ``definitions`` and ``config`` cells, in notebook order, in a
 separate process (:mod:`autograder.worker`), so grading never retrains and never trusts what a

@@ -1,16 +1,23 @@
-"""The grading worker: the only process that runs a submission's code.
+"""The grading worker: the only process that runs a submission's code. It produces data, never verdicts.
 
     python -m autograder.worker REQUEST.json
 
-:mod:`autograder.grade` starts one worker per submission (a fresh process, its own working folder,
-a memory limit, a wall-time limit) and reads its verdicts from a JSON-lines file, one line per event:
+:mod:`autograder.grade` starts it in a sandbox (:mod:`autograder.sandbox`) on a private scratch
+folder. It runs the notebook's setup/definitions/config cells, then produces each requested *item*
+into ``outputs/``: model graphs (:mod:`autograder.export`), Ghost Batch Norm and penalty outputs on
+the judge's inputs (:mod:`autograder.probes`), the training jobs the notebook declares, and in retrain
+mode the weights of its last epochs, trained on the training set (the test set is not in the
+sandbox). The grader's judge (:mod:`autograder.judge`), a process that never ran student code, turns
+them into verdicts. Events go to ``outputs/events.jsonl``, one JSON object a line:
 
-    {"event": "start", "check": "accuracy"}
-    {"event": "result", "check": "accuracy", "passed": true, "message": "...", "seconds": 1.2}
-    {"event": "load", "ok": false, "message": "cell 3 (definitions): SyntaxError ..."}
+    {"event": "load", "ok": true}
+    {"event": "start", "item": "model"}
+    {"event": "done", "item": "model", "ok": true, "files": ["model-eval.json", ...]}
+    {"event": "done", "item": "gbn", "ok": false, "message": "`GhostBatchNorm` is not implemented yet: ..."}
 
-If the worker dies mid-check (crash, ``sys.exit``, memory, timeout), the grader sees a "start"
-without its "result", fails that check with the reason and starts a new worker for the rest.
+If the worker dies mid-item (crash, ``sys.exit``, memory, timeout), the grader sees a "start"
+without its "done", fails the checks that needed it with the reason and starts a new worker for
+the rest. Anything written here may be forged by the submission; the judge trusts none of it.
 """
 from __future__ import annotations
 
@@ -20,23 +27,16 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Callable
 
-from .assignments import ASSIGNMENTS, Assignment
 from .submission import CodeCell, SubmissionError, graded_code
-
-CHECKS: dict[str, Callable] = {}
 
 
 class LoadFailed(Exception):
     """The submission's tagged cells could not be run; every check fails with this message."""
 
 
-def check(name: str):
-    def register(fn):
-        CHECKS[name] = fn
-        return fn
-    return register
+class ItemFailed(Exception):
+    """An item could not be produced for a reason that is the student's to fix."""
 
 
 def _where(cell: CodeCell) -> str:
@@ -55,7 +55,7 @@ def load_namespace(path: str | Path, cells: list[CodeCell] | None = None) -> dic
             raise LoadFailed(f"{_where(cell)} has a syntax error on line {e.lineno}: {e.msg}"
                              + (f": {e.text.strip()}" if e.text else "")) from None
         try:
-            exec(code, ns)  # noqa: S102 - this is the isolated worker process whose job it is
+            exec(code, ns)  # noqa: S102 - this is the sandboxed worker process whose job it is
         except (Exception, SystemExit) as e:  # noqa: BLE001 - any failure is reported as the student's
             line = _student_line(e)
             raise LoadFailed(f"{_where(cell)} raised {type(e).__name__}: {e}"
@@ -69,283 +69,272 @@ def _student_line(e: BaseException) -> int | None:
     return lines[-1] if lines else None
 
 
-class Context:
-    """What a check sees: the student's namespace, the assignment, where records are, the mode."""
+def _err(e: BaseException) -> str:
+    line = _student_line(e)
+    return f"{type(e).__name__}: {e}" + (f" (in your code, line {line})" if line else "")
 
-    def __init__(self, ns: dict, assignment: Assignment, request: dict):
+
+def is_stub(e: BaseException) -> bool:
+    """A ``NotImplementedError`` raised by the student's own code (the notebook's stub), not by torch."""
+    tb = traceback.extract_tb(e.__traceback__)
+    return isinstance(e, NotImplementedError) and bool(tb) and "/torch/" not in tb[-1].filename.replace("\\", "/")
+
+
+def _stub(what: str) -> str:
+    return (f"{what} is not implemented yet: replace the `raise NotImplementedError` stub in its cell (marked YOUR "
+            "CODE HERE) with your code, run that cell, then run this test again.")
+
+
+class Worker:
+    def __init__(self, ns: dict, request: dict):
         self.ns = ns
-        self.assignment = assignment
-        self.policy = assignment.policy
-        self.runs_dirs = [Path(p) for p in request.get("runs_dirs", [])]
-        self.retrain = bool(request.get("retrain"))
-        self.seed = int(request.get("seed", 0))
-        self.scratch = Path(request.get("scratch") or ".").resolve()
-        self._records: dict = {}
-        self._data = None
+        self.request = request
+        self.out = Path(request["outputs"])
+        from .export import EVAL_BATCH
+
+        self.batch = int(request.get("batch", EVAL_BATCH))
 
     def get(self, name: str, what: str):
-        from .checks import CheckFailed
-
         if name not in self.ns:
-            raise CheckFailed(f"`{name}` is not defined: the notebook's cells tagged setup/definitions/config must "
-                              f"define {what}. Run the released notebook's cells in order; keep its names.")
+            raise ItemFailed(f"`{name}` is not defined: the notebook's cells tagged setup/definitions/config must "
+                             f"define {what}. Run the released notebook's cells in order; keep its names.")
         return self.ns[name]
 
-    # ---------------------------------------------------------------- training jobs
-    def jobs(self) -> list[tuple[str, Callable, object, dict]]:
-        """(label, model factory, config, penalties) of every graded training run."""
+    # ------------------------------------------------------------------ models
+    def build(self, item: str):
+        """``model`` -> ``Net()``; ``model:ghost=4`` -> ``Net(ghost=4)``."""
+        import torch.nn as nn
+
+        kwargs = dict(kv.split("=") for kv in item.split(":", 1)[1].split(",")) if ":" in item else {}
+        kwargs = {k: int(v) for k, v in kwargs.items()}
+        net = self.get("Net", "the model class `Net`" + ("(ghost=...)" if kwargs else ""))
+        label = "Net(" + ", ".join(f"{k}={v}" for k, v in kwargs.items()) + ")" if kwargs else "Net"
+        try:
+            model = net(**kwargs)
+        except NotImplementedError:
+            raise ItemFailed(_stub(f"`{label}`")) from None
+        except (Exception, SystemExit) as e:  # noqa: BLE001
+            raise ItemFailed(f"`{label}` raised {_err(e)}") from None
+        if not isinstance(model, nn.Module):
+            raise ItemFailed(f"`{label}` must build an nn.Module, got {type(model).__name__}")
+        return model, label
+
+    def export(self, model, label: str, mode: str, prefix: str) -> list[str]:
+        import torch
+
+        from .export import export_model
+
+        try:
+            graph, tensors = export_model(model, self.batch if mode == "eval" else 128, mode)
+        except (Exception, SystemExit) as e:  # noqa: BLE001
+            raise ItemFailed(_stub(f"`{label}.forward`") if is_stub(e) else _export_message(e, label, mode)) from None
+        (self.out / f"{prefix}-{mode}.json").write_text(json.dumps(graph))
+        torch.save(tensors, self.out / f"{prefix}-{mode}.pt")
+        return [f"{prefix}-{mode}.json", f"{prefix}-{mode}.pt"]
+
+    def item_model(self, item: str) -> list[str]:
+        model, label = self.build(item)
+        prefix = item.replace(":", "-").replace("=", "")
+        return self.export(model, label, "eval", prefix) + self.export(model, label, "train", prefix)
+
+    # ------------------------------------------------------------------ probes
+    def item_gbn(self) -> list[str]:
+        import torch
+
+        from .probes import GBN_CASES, probe_ghost_batch_norm
+
+        gbn = self.get("GhostBatchNorm", "the class `GhostBatchNorm`")
+        results = []
+        for channels, splits, batches in GBN_CASES:
+            try:
+                results.append(probe_ghost_batch_norm(gbn, channels, splits, batches))
+            except NotImplementedError:
+                raise ItemFailed(_stub("`GhostBatchNorm`")) from None
+            except (Exception, SystemExit) as e:  # noqa: BLE001
+                raise ItemFailed(f"GhostBatchNorm({channels}, {splits}) raised {_err(e)}") from None
+        torch.save(results, self.out / "gbn.pt")
+        return ["gbn.pt"]
+
+    def item_penalty(self, kind: str) -> list[str]:
+        import torch
+
+        from .probes import probe_penalty
+
+        name = f"{kind}_penalty"
+        if kind == "l2" and name not in self.ns:
+            return []   # L2 is weight decay unless the notebook writes its own l2_penalty
+        fn = self.get(name, f"the function `{name}(model)`")
+        try:
+            res = probe_penalty(fn)
+        except NotImplementedError:
+            raise ItemFailed(_stub(f"`{name}`")) from None
+        except (Exception, SystemExit) as e:  # noqa: BLE001
+            raise ItemFailed(f"`{name}(model)` raised {_err(e)}") from None
+        torch.save(res, self.out / f"{name}.pt")
+        return [f"{name}.pt"]
+
+    # ------------------------------------------------------------------ training jobs
+    def jobs(self) -> list[dict]:
+        """The notebook's graded training runs: label, config, ghost splits, L1 weight, model item."""
         from course_utils.config import TrainConfig
 
-        from .checks import CheckFailed
-
-        if self.assignment.session == "session2":
-            net = self.get("Net", "the model class `Net`")
+        if self.request.get("runs") == "config":
             config = self.get("CONFIG", "the training config `CONFIG`")
             if not isinstance(config, TrainConfig):
-                raise CheckFailed(f"`CONFIG` must be a course_utils.TrainConfig, got {type(config).__name__}")
-            return [("Net", net, config, {})]
-        from .assignments import SESSION3_LABELS, expected_regularisation
-
-        net = self.get("Net", "the model class `Net(ghost=...)`")
+                raise ItemFailed(f"`CONFIG` must be a course_utils.TrainConfig, got {type(config).__name__}")
+            return [{"label": "Net", "config": config.to_dict(), "ghost": 0, "l1": 0.0, "model": "model"}]
         variants = self.get("VARIANTS", "the dict `VARIANTS` of the five variants")
         if not isinstance(variants, dict):
-            raise CheckFailed(f"`VARIANTS` must be a dict label -> (ghost, l1, config), got {type(variants).__name__}")
-        missing = [k for k in SESSION3_LABELS if k not in variants]
+            raise ItemFailed(f"`VARIANTS` must be a dict label -> (ghost, l1, config), got {type(variants).__name__}")
+        labels = self.request.get("labels", [])
+        missing = [k for k in labels if k not in variants]
         if missing:
-            raise CheckFailed(f"`VARIANTS` lacks {', '.join(missing)}: all five variants are graded "
-                              f"({', '.join(SESSION3_LABELS)}).")
-        jobs = []
-        for label in SESSION3_LABELS:
+            raise ItemFailed(f"`VARIANTS` lacks {', '.join(missing)}: all five variants are graded ({', '.join(labels)}).")
+        out = []
+        for label in labels:
             try:
                 ghost, l1, config = variants[label]
+                ghost, l1 = int(ghost or 0), float(l1 or 0)
             except (TypeError, ValueError):
-                raise CheckFailed(f"VARIANTS[{label!r}] must be a tuple (ghost splits, L1 weight, TrainConfig)") from None
+                raise ItemFailed(f"VARIANTS[{label!r}] must be a tuple (ghost splits, L1 weight, TrainConfig)") from None
             if not isinstance(config, TrainConfig):
-                raise CheckFailed(f"VARIANTS[{label!r}]: the config must be a TrainConfig, got {type(config).__name__}")
-            problem = expected_regularisation(label, ghost=ghost, l1=l1, weight_decay=config.weight_decay)
-            if problem:
-                raise CheckFailed(f"VARIANTS[{label!r}] {problem}")
-            penalties = {}
-            if l1:
-                l1_fn = self.get("l1_penalty", "the function `l1_penalty(model)`")
-                penalties = {"l1": lambda m, w=float(l1), f=l1_fn: w * f(m)}
-            jobs.append((label, (lambda g=ghost: net(ghost=g)), config, penalties))
-        names = [c.name for _, _, c, _ in jobs]
-        if len(set(names)) != len(names):
-            raise CheckFailed(f"The variants' configs must have distinct names (got {names}): each gets its own run record")
-        return jobs
+                raise ItemFailed(f"VARIANTS[{label!r}]: the config must be a TrainConfig, got {type(config).__name__}")
+            out.append({"label": label, "config": config.to_dict(), "ghost": ghost, "l1": l1,
+                        "model": f"model:ghost={ghost}"})
+        return out
 
-    def record(self, label: str, factory, config, penalties):
-        """The run record graded for one job: retrained here (retrain mode) or the submitted one."""
-        if label not in self._records:
-            try:
-                self._records[label] = self._retrain(factory, config, penalties) if self.retrain \
-                    else self._submitted(config)
-            except Exception as e:  # noqa: BLE001 - remembered, so later checks give the same reason
-                self._records[label] = e
-        rec = self._records[label]
-        if isinstance(rec, Exception):
-            raise rec
-        return rec
+    def item_jobs(self) -> list[str]:
+        (self.out / "jobs.json").write_text(json.dumps(self.jobs()))
+        return ["jobs.json"]
 
-    def _submitted(self, config):
-        from .checks import submitted_record
+    def item_job_models(self) -> list[str]:
+        """The graph of each job's model (the judge runs the checkpoints through it)."""
+        files = []
+        for item in dict.fromkeys(j["model"] for j in self.jobs()):
+            model, label = self.build(item)
+            files += self.export(model, label, "eval", item.replace(":", "-").replace("=", ""))
+        return files
 
-        return submitted_record(config, self.runs_dirs)
+    def item_train(self, label: str) -> list[str]:
+        """Retrain one job from scratch with the grader's seed on the training set alone; keep the
+        weights of its last epochs for the judge to evaluate."""
+        import torch
 
-    def _retrain(self, factory, config, penalties):
+        from course_utils.config import TrainConfig
+        from course_utils.data import read_idx
         from course_utils.engine import fit
-        from course_utils.loader import data_for
+        from course_utils.loader import MNISTData, TensorLoader
 
-        from .checks import CheckFailed
+        job = next((j for j in self.jobs() if j["label"] == label), None)
+        if job is None:
+            raise ItemFailed(f"no training job {label!r}")
+        cfg = TrainConfig.from_dict(job["config"]).replace(seed=int(self.request["seed"]))
+        limit, keep = int(self.request["epoch_limit"]), int(self.request.get("keep_epochs", 3))
+        if cfg.epochs >= limit:
+            raise ItemFailed(f"Not retrained: the config asks for {cfg.epochs} epochs; fewer than {limit} are allowed.")
+        images, labels = (torch.from_numpy(read_idx(Path(p)).copy()) for p in self.request["train_files"])
+        train = TensorLoader(images, labels.long(), cfg.batch_size, shuffle=True, rotation=cfg.rotation,
+                             translate=cfg.translate, scale=cfg.scale, seed=cfg.seed, channels_last=cfg.channels_last)
+        net = self.get("Net", "the model class `Net`")
+        kwargs = {"ghost": job["ghost"]} if self.request.get("runs") == "variants" else {}
+        penalties = {}
+        if job["l1"]:
+            l1_fn = self.get("l1_penalty", "the function `l1_penalty(model)`")
+            penalties = {"l1": lambda m, w=job["l1"], f=l1_fn: w * f(m)}
+        built, states = [], []
 
-        if config.epochs >= self.policy.epoch_limit:
-            raise CheckFailed(f"Not retrained: the config asks for {config.epochs} epochs; {self.policy.session} "
-                              f"allows fewer than {self.policy.epoch_limit}.")
-        cfg = config.replace(seed=self.seed)
-        print(f"retraining {cfg.name} with grader seed {self.seed} ({cfg.epochs} epochs)", flush=True)
+        def factory():
+            built.append(net(**kwargs))
+            return built[-1]
+
+        def on_epoch(row):
+            states.append({k: v.detach().clone().contiguous() for k, v in built[-1].state_dict().items()})
+            del states[:-keep]
+
+        print(f"retraining {cfg.name} with grader seed {cfg.seed} ({cfg.epochs} epochs, no test set)", flush=True)
         try:
-            result = fit(factory, data_for(cfg, tensors=self.tensors()), cfg, penalties=penalties,
-                         runs_dir=self.scratch / "retrain-runs", progress=False)
-        except CheckFailed:
-            raise
-        except Exception as e:  # noqa: BLE001
-            raise CheckFailed(f"Retraining {cfg.name} failed: {type(e).__name__}: {e}") from None
-        from course_utils.engine import load_record
+            result = fit(factory, MNISTData(train, None), cfg, penalties=penalties, record=False, progress=False,
+                         on_epoch=on_epoch)
+        except (Exception, SystemExit) as e:  # noqa: BLE001
+            raise ItemFailed(f"Retraining {cfg.name} failed: {_err(e)}") from None
+        name = f"train-{_safe(label)}.pt"
+        torch.save({"states": states, "epochs": len(result.history), "config": cfg.to_dict(),
+                    "history": [{k: v for k, v in h.items() if not k.startswith("test_")} for h in result.history]},
+                   self.out / name)
+        return [name]
 
-        return load_record(result.run_dir)
-
-    def tensors(self):
-        from course_utils.data import load_uint8
-
-        if self._data is None:
-            self._data = load_uint8()
-        return self._data
-
-    def test_data(self):
-        from course_utils.loader import TensorLoader
-
-        _, _, xte, yte = self.tensors()
-        return TensorLoader(xte, yte, 1000)
-
-
-# --------------------------------------------------------------------------- the checks
-
-def _model(ctx: Context):
-    from . import checks
-
-    return checks.build(ctx.get("Net", "the model class `Net`"), "Net")
+    def produce(self, item: str) -> list[str]:
+        if item.startswith("model"):
+            return self.item_model(item)
+        if item == "gbn":
+            return self.item_gbn()
+        if item in ("l1_penalty", "l2_penalty"):
+            return self.item_penalty(item.split("_")[0])
+        if item == "jobs":
+            return self.item_jobs()
+        if item == "job-models":
+            return self.item_job_models()
+        if item.startswith("train:"):
+            return self.item_train(item.split(":", 1)[1])
+        raise ItemFailed(f"unknown item {item!r}")
 
 
-@check("output")
-def _output(ctx: Context) -> str:
-    from . import checks
-
-    return checks.check_output(_model(ctx))
+def _safe(label: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in label)
 
 
-@check("parameters")
-def _parameters(ctx: Context, limit: int | None = None) -> str:
-    from . import checks
-
-    return checks.check_parameters(_model(ctx), ctx.policy, limit)
-
-
-@check("no_fc")
-def _no_fc(ctx: Context, full_map_ok: bool = False) -> str:
-    from . import checks
-
-    return checks.check_no_fc(_model(ctx), full_map_ok=full_map_ok)
-
-
-@check("ghost_batch_norm")
-def _ghost_batch_norm(ctx: Context) -> str:
-    from . import checks
-
-    gbn = ctx.get("GhostBatchNorm", "the class `GhostBatchNorm`")
-    msg = checks.check_ghost_batch_norm(gbn)
-    checks.check_ghost_batch_norm(gbn, channels=3, splits=2, batches=(64, 8))
-    checks.check_ghost_batch_norm(gbn, channels=10, splits=8, batches=(128, 96))
-    return msg + "; also 2 and 8 splits"
-
-
-@check("l1_penalty")
-def _l1_penalty(ctx: Context) -> str:
-    from . import checks
-
-    return checks.check_l1_penalty(ctx.get("l1_penalty", "the function `l1_penalty(model)`"))
-
-
-@check("net")
-def _net(ctx: Context) -> str:
-    from . import checks
-
-    net = ctx.get("Net", "the model class `Net(ghost=...)`")
-    gbn = ctx.get("GhostBatchNorm", "the class `GhostBatchNorm`")
-    parts = []
-    for ghost in (0, 4):
-        model = checks.build(lambda g=ghost: net(ghost=g), f"Net(ghost={ghost})")
-        checks.check_output(model)
-        parts.append(f"Net(ghost={ghost}): " + checks.check_parameters(model, ctx.policy))
-        checks.check_no_fc(model)
-        uses = any(isinstance(m, gbn) for m in model.modules())
-        if ghost and not uses:
-            checks._fail("Net(ghost=4) must use GhostBatchNorm (with 4 splits) in its conv blocks")
-        if not ghost and uses:
-            checks._fail("Net(ghost=0) must use plain nn.BatchNorm2d, not GhostBatchNorm")
-    return "; ".join(parts) + "; no FC layer"
-
-
-@check("epochs")
-def _epochs(ctx: Context) -> str:
-    from . import checks
-
-    out = []
-    for label, factory, config, penalties in ctx.jobs():
-        if config.epochs >= ctx.policy.epoch_limit:
-            checks._fail(f"{label}: the config declares {config.epochs} epochs; {ctx.policy.session} allows fewer than "
-                         f"{ctx.policy.epoch_limit} (at most {ctx.policy.max_epochs}). Lower `epochs` and retrain.")
-        rec = ctx.record(label, factory, config, penalties)
-        try:
-            out.append(checks.check_epochs(rec, ctx.policy))
-        except checks.CheckFailed as e:
-            raise checks.CheckFailed(f"{label}: {e}") from None
-    return out[0] if len(out) == 1 else f"{len(out)} runs: " + "; ".join(out)
-
-
-@check("accuracy")
-def _accuracy(ctx: Context) -> str:
-    from course_utils.data import ensure_mnist
-
-    from . import checks
-
-    ensure_mnist(allow_download=False, verbose=False)  # MD5 of the test set, before every grading run
-    out = []
-    for label, factory, config, penalties in ctx.jobs():
-        rec = ctx.record(label, factory, config, penalties)
-        try:
-            msg = checks.check_accuracy(factory, rec, ctx.policy, data=ctx.test_data())
-        except checks.CheckFailed as e:
-            raise checks.CheckFailed(f"{label}: {e}") from None
-        out.append(msg if label == "Net" else f"{label} {msg.split(' (')[0]}")
-    return "; ".join(out) + (f" [retrained, seed {ctx.seed}]" if ctx.retrain else "")
-
-
-# --------------------------------------------------------------------------- entry point
-
-def _limit_memory(max_bytes: int | None) -> None:
-    if not max_bytes:
-        return
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
+def _export_message(e: BaseException, label: str, mode: str) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    name = type(e).__name__
+    if "DataDependent" in name or "data-dependent" in str(e) or "data dependent" in str(e):
+        return (f"{label}.forward ({mode} mode) takes a different path depending on the values of the images "
+                "(an `if`, `.item()` or `.tolist()` on a tensor): the grader runs one fixed graph of tensor "
+                "operations for every image. Compute the same operations whatever the input.")
+    return (f"{label}.forward ({mode} mode) could not be traced as a graph of tensor operations "
+            f"(torch.export): {name}: {text[:300]}")
 
 
 def run(request: dict) -> int:
-    out = open(request["results"], "a", encoding="utf-8")
+    out_dir = Path(request["outputs"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    events = open(out_dir / "events.jsonl", "a", encoding="utf-8")
 
     def emit(**event):
-        out.write(json.dumps(event) + "\n")
-        out.flush()
-        os.fsync(out.fileno())
+        events.write(json.dumps(event) + "\n")
+        events.flush()
+        os.fsync(events.fileno())
 
-    assignment = ASSIGNMENTS[request["assignment"]]
-    from . import checks, guard
-    from .checks import CheckFailed
+    import logging
 
-    checks.GUARD = guard.snapshot()  # before any submission code runs
+    logging.getLogger("torch").setLevel(logging.ERROR)  # torch.export's own warnings are not the student's
     try:
         ns = load_namespace(request["notebook"])
     except (SubmissionError, LoadFailed) as e:
         emit(event="load", ok=False, message=str(e))
         return 0
-    checks._restore()
     emit(event="load", ok=True)
-    ctx = Context(ns, assignment, request)
-
-    by_id = {c.id: c for c in assignment.checks}
-    for cid in request["checks"]:
-        emit(event="start", check=cid)
+    worker = Worker(ns, request)
+    for item in request["items"]:
+        emit(event="start", item=item)
         t0 = time.perf_counter()
         try:
-            msg = CHECKS[cid](ctx, **by_id[cid].kwargs)
-            passed = True
-        except CheckFailed as e:
-            passed, msg = False, str(e)
+            files = worker.produce(item)
+            emit(event="done", item=item, ok=True, files=files, seconds=round(time.perf_counter() - t0, 3))
+        except ItemFailed as e:
+            emit(event="done", item=item, ok=False, message=str(e), seconds=round(time.perf_counter() - t0, 3))
         except MemoryError:
-            passed, msg = False, "ran out of memory (the grader's memory limit)"
-        except (Exception, SystemExit) as e:  # noqa: BLE001 - a check never takes the others down
-            line = _student_line(e)
-            passed, msg = False, f"{type(e).__name__}: {e}" + (f" (in your code, line {line})" if line else "")
-        checks._restore()
-        emit(event="result", check=cid, passed=passed, message=str(msg), seconds=round(time.perf_counter() - t0, 3))
+            emit(event="done", item=item, ok=False, message="ran out of memory (the grader's memory limit)")
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - an item never takes the others down
+            emit(event="done", item=item, ok=False, message=_err(e))
     return 0
 
 
 def main(argv=None) -> int:
+    from .sandbox import limit_resources
+
     argv = sys.argv[1:] if argv is None else argv
     request = json.loads(Path(argv[0]).read_text())
-    _limit_memory(request.get("memory_bytes"))
+    limit_resources(request.get("memory_bytes"))
     os.environ.setdefault("MPLBACKEND", "Agg")
     return run(request)
 

@@ -259,17 +259,18 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
         if scheduler is not None and not per_batch:
             scheduler.step()
         train_time = time.perf_counter() - t0
-        ev = evaluate(model, data.test, device=device)
+        ev = evaluate(model, data.test, device=device) if data.test is not None else None
         row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": 100.0 * correct / seen,
-               "test_loss": ev.loss, "test_accuracy": ev.accuracy, "lr": lr_used,
+               "test_loss": ev.loss if ev else None, "test_accuracy": ev.accuracy if ev else None, "lr": lr_used,
                "train_seconds": train_time, "epoch_seconds": time.perf_counter() - t0, "steps": steps}
         row.update({f"penalty_{k}": v / seen for k, v in pen_sums.items()})
         history.append(row)
         if on_epoch is not None:
             on_epoch(row)
-        mark = " *" if ev.accuracy >= TARGET_ACCURACY else ""
+        mark = " *" if ev and ev.accuracy >= TARGET_ACCURACY else ""
+        test = f"test loss {ev.loss:.4f} acc {ev.accuracy:6.2f}%{mark}" if ev else "no test split"
         _say(f"epoch {epoch:2d}/{config.epochs}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:6.2f}%"
-             f"  | test loss {ev.loss:.4f} acc {ev.accuracy:6.2f}%{mark}  | {row['epoch_seconds']:5.1f}s", verbose)
+             f"  | {test}  | {row['epoch_seconds']:5.1f}s", verbose)
         if max_steps is not None and steps >= max_steps:
             break
 
@@ -278,18 +279,18 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
     result = RunResult(model, config, history, metrics, run_dir)
     if run_dir is not None:
         save_record(result)
-    _say(f"Done: best test accuracy {metrics['best_test_accuracy']:.2f}% (epoch {metrics['best_epoch']}), "
-         f"final {metrics['final_test_accuracy']:.2f}%"
-         + (f"; record: {run_dir}" if run_dir else ""), verbose)
+    if data.test is not None:
+        _say(f"Done: best test accuracy {metrics['best_test_accuracy']:.2f}% (epoch {metrics['best_epoch']}), "
+             f"final {metrics['final_test_accuracy']:.2f}%" + (f"; record: {run_dir}" if run_dir else ""), verbose)
     return result
 
 
 def summarize(history: list[dict], *, config: TrainConfig, n_params: int, penalties=(), wall_seconds=None,
               started=None, model=None) -> dict:
     """The ``metrics.json`` content for a finished history."""
-    accs = [h["test_accuracy"] for h in history]
-    best = max(range(len(accs)), key=accs.__getitem__)
-    first = next((h["epoch"] for h in history if h["test_accuracy"] >= TARGET_ACCURACY), None)
+    accs = [h["test_accuracy"] if h["test_accuracy"] is not None else float("nan") for h in history]
+    best = max(range(len(accs)), key=lambda i: (accs[i] == accs[i], accs[i] if accs[i] == accs[i] else 0.0))
+    first = next((h["epoch"] for h in history if (h["test_accuracy"] or 0.0) >= TARGET_ACCURACY), None)
     return {
         "name": config.name,
         "seed": config.seed,

@@ -1,31 +1,52 @@
-"""Adversarial and malformed submissions: each is a real notebook file (the released Session 2
-iteration 4 notebook, completed, then edited) graded by the real grader in its worker process.
+"""Adversarial and malformed submissions, each a real notebook file graded by the real grader.
 
-Every case names the checks that must fail with a phrase of their message, and the checks that must
-still pass (a bad submission costs the affected checks only). The README's "What the grader
-answers" table lists the same cases. The fixtures are graded two at a time (one worker process each).
+Every case is the released notebook, completed, then edited the way a student who wants marks without
+the work would (or the way a broken submission is). Each names the checks that must fail with a phrase
+of their message and the checks that must still pass (a bad submission costs the affected checks
+only). The attack classes (see the README's threat model):
+
+* tampering in the worker (monkeypatched torch, builtins, the grader's own functions, Tensor dunders):
+  no effect, because the verdicts are computed by the judge in the grading process;
+* reading the test set, the grader's files, the network, the environment: not there in the sandbox;
+* input-dependent forwards: the judge runs the exported graph itself, so there is no branch to take;
+* dense layers in disguise (folded maps, per-position weights, matmul, full-map kernels);
+* forged worker outputs (pickles, graphs with lookups, miscounted weights): the judge validates them;
+* regularisers in name only, Ghost Batch Norm variants (correct ones pass), broken run records.
+
+The fixtures are graded two at a time (one worker process each). Sandbox-only cases (they would harm
+or be meaningless without isolation) are skipped, saying so, where bubblewrap does not work.
 """
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 
-from autograder.grade import grade
+from autograder import sandbox
+from autograder.grade import ROOT, grade
 from autograder.reference.session2 import SESSION2_CONFIG, Session2Net
 from submissions import completed, edit, write
 
 pytestmark = pytest.mark.data
 
-S2 = "session2/4_bn_dropout"
-NAME = "4_bn_dropout.ipynb"
+S2, S3 = "session2/4_bn_dropout", "session3/regularization"
+NAME2, NAME3 = "4_bn_dropout.ipynb", "regularization.ipynb"
+SANDBOXED = sandbox.isolation() == sandbox.SANDBOX
+MARKER = Path("/tmp") / f"judge-ran-student-pickle-{uuid.uuid4().hex}"
 
-# A small valid network (the tests only need its structure, not its accuracy).
+# A small valid network (the tests only need its structure, not its accuracy): 792 parameters.
 SMALL = '''
 class Net(nn.Module):
     def __init__(self):
@@ -44,36 +65,41 @@ def net(init: str = "", forward: str = "        x = self.c2(x)", before: str = "
     return before + SMALL.format(init=init or "        pass", forward=forward) + after
 
 
-BIG = "        self.big = nn.Conv2d(8, 64, 5, padding=2, bias=False)\n"
+BIG = "        self.big = nn.Conv2d(8, 64, 5, padding=2, bias=False)\n"   # 12,800 parameters
 BIG_FORWARD = "        x = self.c2(F.relu(self.big(x))[:, :8])"
+LIMIT = "parameters: the limit is fewer than 10,000"
+LINEAR_HEAD = "F.log_softmax(F.linear(F.adaptive_avg_pool2d(x, 1).flatten(1), self.w), dim=1)"
+DATA_BRANCH = "takes a different path depending on the values of the images"
+TRACE = "could not be traced as a graph of tensor operations"
 
-# name: (cell to replace -> new source, {check: phrase it must fail with}, checks that must pass)
+# name: (new source of the definitions cell, {check: phrase it must fail with}, checks that must pass)
 NET_CASES = {
-    # tamper: parameters hidden from the count
+    # tampering with the counting machinery in the worker: the judge counts the graph's tensors itself
     "parameters_method_overridden": (
         net(BIG, BIG_FORWARD, after="    def parameters(self, recurse=True):\n        return iter([])\n"
                                     "    def named_parameters(self, *a, **k):\n        return iter([])\n"),
-        {"parameters": "parameters: the limit is fewer than 10,000"}, {"output", "no_fc"}),
+        {c: TRACE for c in ("output", "parameters", "no_fc")}, set()),   # torch.export needs the real ones
     "module_parameters_monkeypatched": (
         net(BIG, BIG_FORWARD, before="nn.Module.parameters = lambda self, recurse=True: iter([])\n"),
-        {"parameters": "replaces Module.parameters"}, {"output", "no_fc"}),
+        {"parameters": LIMIT}, {"output", "no_fc"}),
     "tensor_numel_monkeypatched": (
-        net(BIG, BIG_FORWARD, before="torch.Tensor.numel = lambda self: 1\n"),
-        {"parameters": "replaces Tensor.numel"}, {"output"}),
+        net(BIG, BIG_FORWARD, before="torch.Tensor.numel = lambda self: 1\n"), {"parameters": TRACE}, set()),
     "builtins_sum_patched_in_init": (
         net(BIG + "        import builtins\n        builtins.sum = lambda *a, **k: 0\n", BIG_FORWARD),
-        {"parameters": "replaces builtins.sum"}, set()),
-    "torchinfo_patched": (
-        net(before="import torchinfo\ntorchinfo.summary = lambda *a, **k: None\n"),
-        {"parameters": "replaces torchinfo.summary"}, {"output"}),
-    "grader_check_replaced": (
-        net(BIG, BIG_FORWARD, before="from autograder import checks as _c\n"
-                                     "_c.check_parameters = lambda *a, **k: 'fine'\n"),
-        {"parameters": "replaces autograder.checks.check_parameters"}, {"output"}),
-    # tamper: weights that are not parameters
+        {"parameters": LIMIT}, {"output"}),
+    "grader_judge_replaced_in_worker": (
+        net(BIG, BIG_FORWARD, before="from autograder import judge as _j, checks as _c\n"
+                                     "_j.parameters = _c.check_parameters = lambda *a, **k: 'fine'\n"),
+        {"parameters": LIMIT}, {"output"}),
+    "torchinfo_patched_harmlessly": (  # tampering that changes no verdict is simply ignored
+        net(before="import torchinfo\ntorchinfo.summary = lambda *a, **k: None\n"), {}, {"output", "parameters", "no_fc"}),
+    "tensor_eq_and_ge_patched": (
+        net(BIG, BIG_FORWARD, before="torch.Tensor.__eq__ = lambda a, b: torch.ones(a.shape, dtype=torch.bool)\n"
+                                     "torch.Tensor.__ge__ = lambda a, b: torch.ones(a.shape, dtype=torch.bool)\n"),
+        {"parameters": LIMIT}, {"output"}),
+    # weights that are not parameters: counted anyway, and refused as conv kernels
     "buffer_used_as_weight": (
-        net("        self.register_buffer('w2', torch.randn(10, 8, 3, 3))",
-            "        x = F.conv2d(x, self.w2)"),
+        net("        self.register_buffer('w2', torch.randn(10, 8, 3, 3))", "        x = F.conv2d(x, self.w2)"),
         {"parameters": "is not an nn.Parameter"}, {"output", "no_fc"}),
     "plain_tensor_attribute_weight": (
         net("        self.w2 = torch.randn(10, 8, 3, 3)", "        x = F.conv2d(x, self.w2)"),
@@ -82,36 +108,127 @@ NET_CASES = {
         net(forward="        x = F.conv2d(x, torch.ones(10, 8, 3, 3) * self.c2.weight.mean())"),
         {"parameters": "is not an nn.Parameter"}, {"output", "no_fc"}),
     "weight_read_from_file": (
-        net(forward="        x = F.conv2d(x, torch.load('w.pt'))",
-            before="torch.save(torch.randn(10, 8, 3, 3), 'w.pt')\n"),
-        {"parameters": "is not an nn.Parameter"}, {"output", "no_fc"}),
-    # dense layers in disguise
+        net(forward="        x = F.conv2d(x, torch.load('w.pt'))", before="torch.save(torch.randn(10, 8, 3, 3), 'w.pt')\n"),
+        {"parameters": TRACE}, set()),
+    "big_hidden_constant": (
+        net("        self.w2 = torch.randn(10, 8, 35, 35)", "        x = F.conv2d(x, self.w2, padding=17)"),
+        {"parameters": "Largest layers: w2 98,000"}, {"output"}),
+    # dense layers, plain and in disguise
     "full_map_conv_head": (
         net("        self.head = nn.Conv2d(10, 10, 5, bias=False)", "        x = self.head(F.max_pool2d(self.c2(x), 2))"),
         {"no_fc": "a 5x5 conv over a 5x5 feature map"}, {"output", "parameters"}),
     "aten_mm_head": (
         net("        self.w = nn.Parameter(torch.randn(10, 10))",
             "        x = torch.ops.aten.mm(F.adaptive_avg_pool2d(self.c2(x), 1).flatten(1), self.w)[:, :, None, None]"),
-        {"no_fc": "dense (fully connected) product: ['mm']"}, {"output", "parameters"}),
+        {"no_fc": "dense (fully connected) product: aten.mm"}, {"output", "parameters"}),
     "einsum_head": (
         net("        self.w = nn.Parameter(torch.randn(10, 10))",
             "        x = torch.einsum('bc,cd->bd', F.adaptive_avg_pool2d(self.c2(x), 1).flatten(1), self.w)[:, :, None, None]"),
-        {"no_fc": "dense (fully connected) product: ['einsum']"}, {"output", "parameters"}),
-    # bad input in the model
+        {"no_fc": "dense (fully connected) product"}, {"output", "parameters"}),
+    "matmul_operator_head": (
+        net("        self.w = nn.Parameter(torch.randn(10, 10))",
+            "        x = (F.adaptive_avg_pool2d(self.c2(x), 1).flatten(1) @ self.w)[:, :, None, None]"),
+        {"no_fc": "dense (fully connected) product"}, {"output", "parameters"}),
+    "flattened_map_into_channels_then_1x1_conv": (
+        net("        self.head = nn.Conv2d(10 * 5 * 5, 10, 1, bias=False)",
+            "        x = F.max_pool2d(self.c2(x), 2)\n"
+            "        x = self.head(x.reshape(x.shape[0], -1, 1, 1))"),
+        {"no_fc": "folded into channels and mixed by learned weights"}, {"output", "parameters"}),
+    "pixel_unshuffle_whole_map_then_1x1_conv": (
+        net("        self.head = nn.Conv2d(10 * 121, 10, 1, bias=False)",
+            "        x = self.head(F.pixel_unshuffle(self.c2(x), 11))"),
+        {"no_fc": "folded into channels"}, {"output"}),
+    "conv1d_over_the_flattened_map": (
+        net("        self.head = nn.Conv1d(1, 10, 10 * 5 * 5, bias=False)",
+            "        x = F.max_pool2d(self.c2(x), 2)\n"
+            "        x = self.head(x.flatten(1).unsqueeze(1)).unsqueeze(-1)"),
+        {"no_fc": "folded into channels"}, {"output", "parameters"}),
+    "per_position_weights_then_mean": (
+        net("        self.w = nn.Parameter(torch.randn(1, 10, 11, 11))", "        x = self.c2(x) * self.w"),
+        {"no_fc": "per pixel position"}, {"output", "parameters"}),
+    "linear_head_only_in_training_mode": (
+        net("        self.w = nn.Parameter(torch.randn(10, 10))",
+            "        x = self.c2(x)\n        if self.training:\n            return " + LINEAR_HEAD),
+        {"no_fc": "(training-mode forward)"}, {"output", "parameters"}),
+    "linear_head_unless_batch_of_500": (
+        net("        self.w = nn.Parameter(torch.randn(10, 10))",
+            "        x = self.c2(x)\n        if x.shape[0] != 500:\n            return " + LINEAR_HEAD),
+        {"no_fc": "(training-mode forward)"}, {"output", "parameters"}),
+    "linear_head_unless_exporting": (  # the graph the judge runs is the graph it inspects: no FC there
+        net("        self.w = nn.Parameter(torch.randn(10, 10))",
+            "        x = self.c2(x)\n        if not torch.compiler.is_exporting():\n            return " + LINEAR_HEAD),
+        {}, {"output", "parameters", "no_fc"}),
+    # input-dependent forwards: there is no graph to grade
+    "branch_on_image_values": (
+        net("        self.w = nn.Parameter(torch.randn(10, 10))",
+            "        x = self.c2(x)\n        if x.any():\n            return " + LINEAR_HEAD),
+        {"output": DATA_BRANCH, "parameters": DATA_BRANCH, "no_fc": DATA_BRANCH}, set()),
+    "python_loop_over_images": (
+        net(forward="        x = self.c2(x)\n        x = torch.stack([v * 2 if v.sum() > 0 else v for v in x])"),
+        {"output": DATA_BRANCH, "no_fc": DATA_BRANCH}, set()),
+    "lookup_table_indexed_by_the_image": (
+        net("        self.table = nn.Parameter(torch.randn(784, 10))",
+            "        return self.table[x.flatten(1).argmax(1)]"),
+        {"output": "the grader does not run", "no_fc": "the grader does not run"}, set()),
+    "im2col_then_matmul": (
+        net("        self.w = nn.Parameter(torch.randn(10, 72))",
+            "        x = (self.w @ F.unfold(x, 3)).view(x.shape[0], 10, 11, 11)"),
+        {"output": "the grader does not run"}, set()),
+    # plain mistakes
     "syntax_error": ("class Net(nn.Module)\n    pass\n",
                      {c: "has a syntax error on line 1" for c in ("output", "parameters", "no_fc")}, set()),
     "forward_fails_on_a_batch": (net(forward="        x = self.c2(x.view(-1, 8, 28, 28))"),
-                                 {"output": "forward() fails on a batch of shape (4, 1, 28, 28)",
-                                  "no_fc": "forward() fails"}, set()),
+                                 {"output": "could not be traced", "no_fc": "could not be traced"}, set()),
     "wrong_output_shape": (net(forward="        x = torch.cat([self.c2(x)] * 2, 1)"),
-                           {"output": "must return shape (4, 10) for a batch of 4, got (4, 20)"}, {"parameters"}),
+                           {"output": "must return shape (500, 10) for a batch of 500, got (500, 20)"}, {"parameters"}),
     "nan_output": (net(forward="        x = self.c2(x) * float('nan')"),
                    {"output": "NaN or infinite"}, {"parameters", "no_fc"}),
     "no_definitions_tag": (None, {c: "has no code cell tagged 'definitions'" for c in ("output", "parameters", "no_fc")},
                            set()),
 }
 
-# whole-notebook problems: (cell -> new source, {check: phrase}, checks that must pass, grade kwargs)
+# Forged worker outputs: the submission patches the grader's worker code (it runs in the same process)
+FORGE = '''
+import sys, autograder.export as _e
+_w = sys.modules["__main__"]   # the running worker (python -m autograder.worker)
+{body}
+'''
+FORGE_CASES = {
+    "pickle_with_code_in_the_weights_file": (FORGE.format(body=f'''
+class _Boom:
+    def __reduce__(self):
+        import os
+        return (os.system, ("touch {MARKER}",))
+_orig = _w.Worker.export
+def _export(self, model, label, mode, prefix):
+    files = _orig(self, model, label, mode, prefix)
+    torch.save({{"x": _Boom()}}, self.out / f"{{prefix}}-{{mode}}.pt")
+    return files
+_w.Worker.export = _export
+'''), {c: "could not be read safely" for c in ("output", "parameters", "no_fc")}),
+    "graph_forged_with_a_lookup_op": (FORGE.format(body='''
+_orig = _e.export_model
+def _forged(model, batch, mode="eval", example=None):
+    graph, tensors = _orig(model, batch, mode, example)
+    out = graph["nodes"][-1]
+    graph["nodes"].insert(-1, {"name": "look", "op": "call_function", "target": "aten.index_select.default",
+                               "args": [out["args"][0][0], 0, {"node": "look_idx"}], "kwargs": {}})
+    return graph, tensors
+_e.export_model = _forged
+'''), {c: "aten.index_select" for c in ("output", "parameters", "no_fc")}),
+    "big_weight_relabelled_as_a_buffer": (FORGE.format(body='''
+_orig = _e.export_model
+def _forged(model, batch, mode="eval", example=None):
+    graph, tensors = _orig(model, batch, mode, example)
+    for spec in graph["inputs"]:
+        if spec.get("key") == "big.weight":
+            spec["kind"] = "buffer"
+    return graph, tensors
+_e.export_model = _forged
+'''), {"parameters": LIMIT}),
+}
+
+# whole-notebook problems: (cell, new source, phrase every check's message contains)
 LOAD_CASES = {
     "exception_at_import": ("setup", "raise RuntimeError('boom at import')", "raised RuntimeError: boom at import"),
     "missing_module": ("setup", "import not_a_real_module_xyz", "raised ModuleNotFoundError"),
@@ -119,10 +236,117 @@ LOAD_CASES = {
     "endless_loop_at_import": ("setup", "while True:\n    pass", "timed out after"),
     "allocates_20_gb": ("setup", "import torch\nx = torch.ones(20 * 2**30, dtype=torch.uint8)", "memory"),
     "segfault_at_import": ("setup", "import ctypes\nctypes.string_at(0)", "SIGSEGV"),
+    "reads_the_grader_environment": (
+        "setup", "import os\nraise RuntimeError('secret=' + os.environ.get('COURSE_FIXTURE_SECRET', 'absent') + "
+                 "' data=' + os.environ.get('COURSE_DATA', 'absent'))", "secret=absent data=absent"),
+}
+# only meaningful (or only safe) inside the sandbox: (cell, source, phrase)
+SANDBOX_CASES = {
+    "reads_the_test_labels": (
+        "setup", "import autograder, pathlib\nroot = pathlib.Path(autograder.__file__).resolve().parents[1]\n"
+                 "labels = (root / 'data' / 'MNIST' / 'raw' / 't10k-labels-idx1-ubyte').read_bytes()",
+        "No such file or directory"),
+    "rewrites_the_grader_on_disk": (
+        "setup", "import autograder, pathlib\n"
+                 "(pathlib.Path(autograder.__file__).parent / 'judge.py').write_text('# graded by me')",
+        "Read-only file system"),
+    "reads_another_submission": (
+        "setup", "import os\nos.listdir({other!r})", "No such file or directory"),
+    "opens_a_network_connection": (
+        "setup", "import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=5)", "raised"),
+    "kills_every_process_it_can_see": (
+        "setup", "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError:\n    pass\n"
+                 "os.killpg(0, signal.SIGKILL)", "the grading process"),
 }
 
 RECORD_CASES = ("checkpoint_with_wrong_keys", "checkpoint_with_wrong_shapes", "missing_run_record",
                 "history_contradicts_epoch_count")
+
+# an untrained checkpoint whose record claims 99.5% every epoch: (definitions-cell prefix, phrase)
+ACCURACY_CASES = {
+    "record_claims_99_5_for_an_untrained_checkpoint": ("", "on the MNIST test set (evaluated by the grader); 99.4% is needed"),
+    "tensor_eq_patched_to_always_true": (
+        "torch.Tensor.__eq__ = lambda a, b: torch.ones(torch.broadcast_shapes(a.shape, getattr(b, 'shape', ())), "
+        "dtype=torch.bool)\n", "99.4% is needed"),
+    "argmax_patched_to_the_labels_it_guesses": (
+        "torch.Tensor.argmax = lambda self, *a, **k: torch.zeros(self.shape[0], dtype=torch.long)\n", "99.4% is needed"),
+}
+
+DOC_GBN = '''
+class GhostBatchNorm(nn.BatchNorm2d):
+    """The course documents' Ghost Batch Norm: interleaved virtual batches, per-split running statistics."""
+
+    def __init__(self, num_features, num_splits, **kw):
+        super().__init__(num_features, **kw)
+        self.num_splits = num_splits
+        self.register_buffer("running_mean", torch.zeros(num_features * self.num_splits))
+        self.register_buffer("running_var", torch.ones(num_features * self.num_splits))
+
+    def train(self, mode=True):
+        if (self.training is True) and (mode is False):
+            self.running_mean = torch.mean(self.running_mean.view(self.num_splits, self.num_features), dim=0).repeat(self.num_splits)
+            self.running_var = torch.mean(self.running_var.view(self.num_splits, self.num_features), dim=0).repeat(self.num_splits)
+        return super().train(mode)
+
+    def forward(self, input):
+        N, C, H, W = input.shape
+{check}        if self.training or not self.track_running_stats:
+            return F.batch_norm(
+                input.view(-1, C * self.num_splits, H, W), self.running_mean, self.running_var,
+                self.weight.repeat(self.num_splits), self.bias.repeat(self.num_splits),
+                True, self.momentum, self.eps).view(N, C, H, W)
+        return F.batch_norm(input, self.running_mean[:self.num_features], self.running_var[:self.num_features],
+                            self.weight, self.bias, False, self.momentum, self.eps)
+'''
+VALUE_CHECK = ("        if self.training and N % self.num_splits:\n"
+               "            raise ValueError(f'batch of {N} does not split into {self.num_splits}')\n")
+INTERLEAVED_GBN = '''
+class GhostBatchNorm(nn.BatchNorm2d):
+    def __init__(self, num_features, num_splits=4, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.num_splits = num_splits
+
+    def forward(self, x):
+        if not self.training:
+            return super().forward(x)
+        if x.shape[0] % self.num_splits:
+            raise ValueError("batch does not split")
+        out = torch.empty_like(x)
+        for g in range(self.num_splits):
+            out[g::self.num_splits] = F.batch_norm(x[g::self.num_splits], self.running_mean, self.running_var,
+                                                   self.weight, self.bias, True, self.momentum, self.eps)
+        return out
+'''
+PLAIN_BN = '''
+class GhostBatchNorm(nn.BatchNorm2d):
+    def __init__(self, num_features, num_splits=4, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.num_splits = num_splits
+'''
+# Session 3: (cell, old text or None for the whole cell, new text, {check: phrase}, checks that must pass)
+S3_CASES = {
+    "documents_ghost_batch_norm": ("ghost_batch_norm", None, DOC_GBN.format(check=""),
+                                   {"ghost_batch_norm": "The course asks for a ValueError"}, {"net", "l1_penalty"}),
+    "documents_ghost_batch_norm_with_the_value_error": (
+        "ghost_batch_norm", None, DOC_GBN.format(check=VALUE_CHECK), {}, {"ghost_batch_norm", "net", "l1_penalty"}),
+    "interleaved_ghost_batch_norm": ("ghost_batch_norm", None, INTERLEAVED_GBN, {},
+                                     {"ghost_batch_norm", "net", "l1_penalty"}),
+    "plain_batch_norm_with_allclose_patched": (
+        "ghost_batch_norm", None, "torch.allclose = lambda *a, **k: True\n" + PLAIN_BN,
+        {"ghost_batch_norm": "matches ordinary BatchNorm over the whole batch",
+         "net": "must normalise virtual batches of 32 images"}, {"l1_penalty"}),
+    "l1_over_all_parameters_with_isclose_patched": (
+        "l1_penalty", None, "import math\nmath.isclose = lambda *a, **k: True\n"
+                            "def l1_penalty(model):\n    return sum(p.abs().sum() for p in model.parameters())\n",
+        {"l1_penalty": "Cover every conv weight and only those"}, {"ghost_batch_norm", "net"}),
+    "l2_penalty_written_wrong": (
+        "l1_penalty", "def l1_penalty(model):", "def l2_penalty(model):\n    return sum(p.pow(2).sum() for p in model.parameters())\n\n\ndef l1_penalty(model):",
+        {"l1_penalty": "l2_penalty gives"}, {"ghost_batch_norm", "net"}),
+    "l1_weight_of_1e-30": ("config", "L1_WEIGHT = 2e-5", "L1_WEIGHT = 1e-30",
+                           {"epochs": "too weak to matter", "accuracy": "too weak to matter"}, {"net", "l1_penalty"}),
+    "weight_decay_of_1e-30": ("config", "WEIGHT_DECAY = 1e-5", "WEIGHT_DECAY = 1e-30",
+                              {"epochs": "too weak to matter", "accuracy": "too weak to matter"}, {"net"}),
+}
 
 
 def _fake_record(runs: Path, case: str) -> None:
@@ -148,9 +372,30 @@ def _fake_record(runs: Path, case: str) -> None:
     torch.save(state, d / "model.pt")
 
 
-def _build_all(folder: Path) -> dict:
+class _Listener:
+    """A TCP server on loopback that counts the connections it gets (none may come from a worker)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.sock.settimeout(0.2)
+        self.port, self.connections, self.stop = self.sock.getsockname()[1], 0, False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while not self.stop:
+            try:
+                conn, _ = self.sock.accept()
+                self.connections += 1
+                conn.close()
+            except OSError:
+                pass
+
+
+def _build_all(folder: Path, listener: _Listener) -> dict:
     """Write every fixture; returns name -> (notebook path, runs dir, grade kwargs)."""
-    base = completed(S2)
+    base, base3 = completed(S2), completed(S3)
     out = {}
     for name, (src, _, _) in NET_CASES.items():
         if src is None:
@@ -159,32 +404,59 @@ def _build_all(folder: Path) -> dict:
                 cell["metadata"]["tags"] = [t for t in cell["metadata"].get("tags", []) if t != "definitions"]
         else:
             nb = edit(base, "net", None, src)
-        out[name] = (write(nb, folder / name, NAME), folder / name / "runs", {})
+        out[name] = (write(nb, folder / name, NAME2), folder / name / "runs", {})
+    for name, (src, _) in FORGE_CASES.items():
+        nb = edit(base, "net", None, src + net(BIG, BIG_FORWARD) if "big" in name else src + net())
+        out[name] = (write(nb, folder / name, NAME2), folder / name / "runs", {})
     for name, (cell, src, _) in LOAD_CASES.items():
         nb = edit(base, cell, None, src)
         kwargs = {"timeout": 20} if name == "endless_loop_at_import" else {}
-        out[name] = (write(nb, folder / name, NAME), folder / name / "runs", kwargs)
+        out[name] = (write(nb, folder / name, NAME2), folder / name / "runs", kwargs)
+    if SANDBOXED:
+        for name, (cell, src, _) in SANDBOX_CASES.items():
+            src = src.format(other=str(folder / "exception_at_import"), port=listener.port)
+            nb = edit(base, cell, None, src)
+            out[name] = (write(nb, folder / name, NAME2), folder / name / "runs", {"timeout": 60})
     for name in RECORD_CASES:
         runs = folder / name / "runs"
         _fake_record(runs, name)
-        out[name] = (write(base, folder / name, NAME), runs, {})
+        out[name] = (write(base, folder / name, NAME2), runs, {})
+    for name, (prefix, _) in ACCURACY_CASES.items():
+        runs = folder / name / "runs"
+        _fake_record(runs, name)
+        nb = edit(base, "net", "def conv_block(", prefix + "def conv_block(") if prefix else base
+        out[name] = (write(nb, folder / name, NAME2), runs, {})
+    for name, (cell, old, new, _, _) in S3_CASES.items():
+        out[name] = (write(edit(base3, cell, old, new), folder / name, NAME3), folder / name / "runs", {})
     return out
 
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     folder = tmp_path_factory.mktemp("adversarial")
-    fixtures = _build_all(folder)
+    listener = _Listener()
+    fixtures = _build_all(folder, listener)
     before = {name: path.read_bytes() for name, (path, _, _) in fixtures.items()}
+    judge_source = (ROOT / "autograder" / "judge.py").read_bytes()
+    os.environ["COURSE_FIXTURE_SECRET"] = "hunter2"   # in the grader's environment, never the worker's
 
     def one(item):
         name, (path, runs, kwargs) = item
         return name, grade(path, runs_dirs=[runs], **kwargs)
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        reports = dict(pool.map(one, fixtures.items()))
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            reports = dict(pool.map(one, fixtures.items()))
+    finally:
+        os.environ.pop("COURSE_FIXTURE_SECRET", None)
+        listener.stop = True
     for name, (path, _, _) in fixtures.items():
         assert path.read_bytes() == before[name], f"{name}: the grader modified the submission"
+    assert (ROOT / "autograder" / "judge.py").read_bytes() == judge_source, "a submission rewrote the grader"
+    assert listener.connections == 0, "a worker reached the network"
+    assert not MARKER.exists(), "the judge executed code from a worker's output"
+    print(f"\ngraded {len(reports)} adversarial or malformed fixtures "
+          f"({sandbox.isolation()}; sandbox-only cases {'included' if SANDBOXED else 'skipped'})")
     return reports
 
 
@@ -192,20 +464,38 @@ def _verdicts(report):
     return {c.id: (c.passed, c.message) for c in report.checks}
 
 
-def test_at_least_twenty_adversarial_or_malformed_fixtures():
-    assert len(NET_CASES) + len(LOAD_CASES) + len(RECORD_CASES) >= 20
-
-
-@pytest.mark.parametrize("case", sorted(NET_CASES))
-def test_model_level_cases(case, graded):
-    _, failing, passing = NET_CASES[case]
-    got = _verdicts(graded[case])
+def _assert_case(report, failing: dict, passing: set):
+    got = _verdicts(report)
     for cid, phrase in failing.items():
         passed, msg = got[cid]
         assert not passed and phrase.lower() in msg.lower(), f"{cid}: {msg!r} lacks {phrase!r}"
     for cid in passing:
         assert got[cid][0], f"{cid} should pass: {got[cid][1]}"
-    assert not got["accuracy"][0]  # no run record in these fixtures
+
+
+def test_at_least_forty_five_adversarial_or_malformed_fixtures(graded):
+    assert len(graded) >= 45, len(graded)
+
+
+def test_readme_states_the_number_of_fixtures_that_ran(graded):
+    """The README's count is the number graded here (with the sandbox, as CI runs it)."""
+    readme = (ROOT / "README.md").read_text()
+    m = re.search(r"(\d+) adversarial or malformed submissions", readme)
+    assert m, "README lacks the fixture count"
+    if SANDBOXED:
+        assert int(m.group(1)) == len(graded), f"README says {m.group(1)}, {len(graded)} were graded"
+
+
+@pytest.mark.parametrize("case", sorted(NET_CASES))
+def test_model_level_cases(case, graded):
+    _, failing, passing = NET_CASES[case]
+    _assert_case(graded[case], failing, passing)
+    assert not _verdicts(graded[case])["accuracy"][0]  # no run record in these fixtures
+
+
+@pytest.mark.parametrize("case", sorted(FORGE_CASES))
+def test_forged_worker_outputs_are_refused_by_the_judge(case, graded):
+    _assert_case(graded[case], FORGE_CASES[case][1], set())
 
 
 @pytest.mark.parametrize("case", sorted(LOAD_CASES))
@@ -213,6 +503,17 @@ def test_notebook_level_failures_fail_every_check_with_the_reason(case, graded):
     phrase = LOAD_CASES[case][2]
     report = graded[case]
     assert report.score == 0 and len(report.checks) == 5
+    for c in report.checks:
+        assert not c.passed and phrase.lower() in c.message.lower(), (c.id, c.message)
+
+
+@pytest.mark.parametrize("case", sorted(SANDBOX_CASES))
+def test_the_sandbox_hides_data_grader_network_and_other_submissions(case, graded):
+    if not SANDBOXED:
+        pytest.skip(f"no sandbox here ({sandbox.why_not_sandboxed()}): these cases need bubblewrap")
+    phrase = SANDBOX_CASES[case][2]
+    report = graded[case]
+    assert report.score == 0 and report.isolation == sandbox.SANDBOX
     for c in report.checks:
         assert not c.passed and phrase.lower() in c.message.lower(), (c.id, c.message)
 
@@ -232,6 +533,78 @@ def test_run_record_problems_cost_only_the_record_checks(case, graded):
     assert not passed and expected[1].lower() in msg.lower(), msg
 
 
+@pytest.mark.parametrize("case", sorted(ACCURACY_CASES))
+def test_accuracy_is_computed_by_the_judge_whatever_the_worker_patches(case, graded):
+    got = _verdicts(graded[case])
+    passed, msg = got["accuracy"]
+    assert not passed and ACCURACY_CASES[case][1].lower() in msg.lower(), msg
+    assert got["epochs"][0] and got["parameters"][0], got
+
+
+@pytest.mark.parametrize("case", sorted(S3_CASES))
+def test_session3_cases(case, graded):
+    _, _, _, failing, passing = S3_CASES[case]
+    _assert_case(graded[case], failing, passing)
+
+
+def test_grader_killed_with_sigkill_leaves_no_worker_and_its_scratch_is_reaped(tmp_path):
+    """`course grade` killed with SIGKILL: its worker dies with it (PR_SET_PDEATHSIG / bwrap
+    --die-with-parent); the scratch folder it leaves is removed by the next grader."""
+    nb = edit(completed(S2), "setup", None, "import time\ntime.sleep(120)")
+    path = write(nb, tmp_path / "sleepy", NAME2)
+    scratch_root = tmp_path / "scratch"
+    env = {**os.environ, sandbox.SCRATCH_ROOT_ENV: str(scratch_root)}
+    proc = subprocess.Popen([sys.executable, "-m", "course_utils", "grade", str(path), "--out", str(tmp_path / "g")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def workers():
+        found = []
+        for p in Path("/proc").iterdir():
+            if p.name.isdigit():
+                try:
+                    cmd = (p / "cmdline").read_bytes().decode(errors="replace")
+                except OSError:
+                    continue
+                if str(scratch_root) in cmd and "autograder.worker" in cmd:
+                    found.append(int(p.name))
+        return found
+
+    deadline = time.monotonic() + 60
+    while not workers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert workers(), "the worker never started"
+    leftover = [d for d in scratch_root.iterdir()]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while workers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not workers(), "a worker outlived the grader"
+    assert leftover and all(d.exists() for d in leftover)   # SIGKILL leaves the folder...
+    os.environ[sandbox.SCRATCH_ROOT_ENV] = str(scratch_root)
+    try:
+        removed = sandbox.reap()                               # ...the next grader removes it
+    finally:
+        os.environ.pop(sandbox.SCRATCH_ROOT_ENV)
+    assert sorted(removed) == sorted(leftover) and not any(d.exists() for d in leftover)
+
+
+def test_unsandboxed_grading_says_so_and_a_final_grade_refuses_it(tmp_path, monkeypatch):
+    path = write(completed("session2/3_gap"), tmp_path / "sub", "3_gap.ipynb")
+    env = {**os.environ, sandbox.ENV: "off"}
+    proc = subprocess.run([sys.executable, "-m", "course_utils", "grade", str(path), "--out", str(tmp_path / "g")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "isolation: none (self-check)" in proc.stdout, proc.stdout + proc.stderr
+    saved = json.loads(next((tmp_path / "g").glob("*.json")).read_text())
+    assert saved["isolation"] == sandbox.NONE
+    final = subprocess.run([sys.executable, "-m", "course_utils", "grade", str(path), "--final", "--out",
+                            str(tmp_path / "g2")], env=env, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 2 and "a final grade needs the sandbox" in final.stdout + final.stderr, final.stdout
+    allowed = subprocess.run([sys.executable, "-m", "course_utils", "grade", str(path), "--final", "--allow-unisolated",
+                              "--out", str(tmp_path / "g3")], env=env, capture_output=True, text=True, timeout=300)
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+
+
 def test_a_folder_of_ten_with_three_crashing_hanging_or_exhausting_memory_gives_ten_results(tmp_path):
     """`course grade FOLDER`: a crash (segfault), an endless loop and a 20 GB allocation among ten
     submissions; every one gets its JSON result and the good ones their points."""
@@ -243,7 +616,7 @@ def test_a_folder_of_ten_with_three_crashing_hanging_or_exhausting_memory_gives_
     students = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy"]
     for s in students:
         nb = edit(base, *bad[s][:1], None, bad[s][1]) if s in bad else base
-        write(nb, folder / s, NAME)
+        write(nb, folder / s, NAME2)
     out = tmp_path / "grades"
     proc = subprocess.run([sys.executable, "-m", "course_utils", "grade", str(folder), "--out", str(out),
                            "--timeout", "20"], capture_output=True, text=True, timeout=900)

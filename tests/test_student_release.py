@@ -67,7 +67,7 @@ def test_workflow_grades_with_a_pinned_grader(tmp_path):
     assert "autograder/checks.py" in listed and "autograder/conftest.py" in listed and "course_utils/engine.py" in listed
     check = ["sha256sum", "--check", "--quiet", "grader.sha256"]
     assert subprocess.run(check, cwd=out, capture_output=True).returncode == 0
-    checks_py = out / "autograder" / "checks.py"
-    checks_py.write_text(checks_py.read_text().replace("if n >= limit:", "if False:"))
+    judge_py = out / "autograder" / "judge.py"
+    judge_py.write_text(judge_py.read_text().replace("if n >= limit:", "if False:"))
     proc = subprocess.run(check, cwd=out, capture_output=True, text=True)
-    assert proc.returncode != 0 and "autograder/checks.py" in proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "autograder/judge.py" in proc.stdout + proc.stderr
