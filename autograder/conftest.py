@@ -72,7 +72,7 @@ def graded(pytestconfig):
             seed = pytestconfig.getoption("--grader-seed")
             _REPORTS[path] = grade(path, assignment=pytestconfig.getoption("--assignment"),
                                    retrain=pytestconfig.getoption("--retrain"),
-                                   seed=GRADER_SEED if seed is None else seed,
+                                   seed=GRADER_SEED if seed is None else seed,  # None: the configs' seeds
                                    runs_dirs=pytestconfig.getoption("--submission-runs"))
         return _REPORTS[path]
     return get

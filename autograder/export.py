@@ -22,23 +22,21 @@ def _encode(value, names: dict):
     import torch.fx as fx
 
     if isinstance(value, fx.Node):
-        return {"node": value.name}
+        return {"$node": value.name}
     if isinstance(value, (list, tuple)):
         return [_encode(v, names) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _encode(v, names) for k, v in value.items()}
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
-        return value if math.isfinite(value) else {"float": repr(value)}
+        return value if math.isfinite(value) else {"$float": repr(value)}
     if isinstance(value, torch.dtype):
-        return {"dtype": str(value).removeprefix("torch.")}
+        return {"$dtype": str(value).removeprefix("torch.")}
     if isinstance(value, torch.device):
-        return {"device": "cpu"}
+        return {"$device": "cpu"}
     if isinstance(value, torch.layout):
-        return {"layout": str(value).removeprefix("torch.")}
+        return {"$layout": str(value).removeprefix("torch.")}
     if isinstance(value, torch.memory_format):
-        return {"memory_format": str(value).removeprefix("torch.")}
+        return {"$memory_format": str(value).removeprefix("torch.")}
     raise TypeError(f"cannot serialise a graph argument of type {type(value).__name__}")
 
 
@@ -82,7 +80,7 @@ def export_model(model, batch: int, mode: str = "eval", example=None) -> tuple[d
         if node.op == "call_function":
             entry["target"] = _target(node)
         entry["args"] = _encode(node.args, names)
-        entry["kwargs"] = _encode(dict(node.kwargs), names)
+        entry["kwargs"] = {str(k): _encode(v, names) for k, v in node.kwargs.items()}
         nodes.append(entry)
     graph = {"format": FORMAT, "mode": mode, "batch": int(x.shape[0]), "inputs": inputs, "nodes": nodes}
     return graph, tensors

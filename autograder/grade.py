@@ -1,24 +1,27 @@
-"""Grade notebook submissions: ``course grade PATH... [--retrain]`` / ``python -m autograder.grade``.
+"""Grade notebook submissions: ``course grade PATH... [--retrain] [--final]`` / ``python -m autograder.grade``.
 
 For each notebook the grader
 
 1. identifies the assignment (file name, or ``--assignment``) and its checks and points
    (:mod:`autograder.assignments`);
-2. copies the notebook into a scratch folder and starts a worker process there
-   (:mod:`autograder.worker`) with a memory limit and a wall-time limit. Only the worker runs the
-   student's cells, and only those tagged setup/definitions/config: training cells never run;
-3. the worker runs each check and reports it. If it crashes, exits, runs out of memory or time,
-   that check fails with the reason and a fresh worker carries on with the remaining checks;
-4. prints a score table (check, points, pass/fail, one-line reason) and feedback for each failed
-   check, and writes a JSON result file. Exit status 1 when any check fails.
+2. copies the notebook into a private scratch folder and starts a worker process on it
+   (:mod:`autograder.worker`), inside the bubblewrap sandbox where it works (:mod:`autograder.sandbox`),
+   with memory, process and wall-time limits. Only the worker runs the student's cells, and only those
+   tagged setup/definitions/config. It produces *data*: the model's exported graph, Ghost Batch Norm and
+   penalty outputs on the judge's inputs, the training configs, and in retrain mode the weights of the
+   last epochs. If it crashes, exits, runs out of memory or time, the items it was producing fail with
+   the reason and a fresh worker carries on with the rest;
+3. judges those outputs here (:mod:`autograder.judge`): this process never imports or runs student
+   code; it runs the exported graph itself on the MD5-verified MNIST test set, which the worker never sees;
+4. prints a score table (check, points, pass/fail, one-line reason, the isolation it ran under) and
+   feedback for each failed check, and writes a JSON result file. Exit status 1 when any check fails.
 
 Checkpoint mode (default) grades the submitted run records (``runs/`` next to the notebook, or
-``--runs-dir``): the worker evaluates the checkpoint itself on the MD5-verified MNIST test set.
-Retrain mode (``--retrain``) trains the student's model from scratch with the notebook's config,
-the course data pipeline and the grader's seed (``--seed``), and grades that run instead: it
-proves the model reaches the target, whatever checkpoint was submitted.
-
-This process never imports the submission (nor torch): it only reads the notebook's JSON.
+``--runs-dir``). Retrain mode (``--retrain``) trains the student's model from scratch with the
+notebook's config, the course data pipeline and the config's own seed (or ``--seed``), on the training
+set alone, and grades that run instead (the judge evaluates its last epochs' weights itself): it proves
+the model reaches the target, whatever checkpoint was submitted. ``--final`` (an instructor's final
+grade) refuses to run without the sandbox.
 """
 from __future__ import annotations
 
@@ -86,7 +89,8 @@ class GradeReport:
 
     def table(self, width: int = 100) -> str:
         lines = [f"{self.notebook}: {self.assignment or '?'} ({self.mode} mode"
-                 + (f", seed {self.seed}" if self.mode == "retrain" else "") + f"; isolation: {self.isolation})"]
+                 + ((f", seed {self.seed}" if self.seed is not None else ", the configs' own seeds")
+                    if self.mode == "retrain" else "") + f"; isolation: {self.isolation})"]
         if self.error:
             return "\n".join(lines + [f"  not graded: {self.error}"])
         idw = max(len(c.id) for c in self.checks)
@@ -109,13 +113,17 @@ class GradeReport:
 
 
 def default_runs_dirs(notebook: Path) -> list[Path]:
-    """Where a submission's run records are looked for: ``runs/`` next to the notebook and in the
-    folders above it (a repository's root), then ``$COURSE_RUNS``."""
+    """Where a submission's run records are looked for: ``runs/`` next to the notebook, and in the
+    repository it belongs to (the nearest folder above it, at most two up, holding ``.git``). Never the
+    grader's own repository, whose ``runs/`` may hold the reference solutions' records."""
     here = notebook.resolve().parent
-    dirs = [d / "runs" for d in (here, *list(here.parents)[:3]) if (d / "runs").is_dir()]
-    if os.environ.get("COURSE_RUNS"):
-        dirs.append(Path(os.environ["COURSE_RUNS"]).expanduser().resolve())
-    return list(dict.fromkeys(dirs))
+    dirs = [here / "runs"]
+    for d in list(here.parents)[:2]:
+        if (d / ".git").exists():
+            if d != ROOT:
+                dirs.append(d / "runs")
+            break
+    return [d for d in dict.fromkeys(dirs) if d.is_dir()] or [here / "runs"]
 
 
 def data_root() -> Path:
@@ -137,21 +145,39 @@ def train_files() -> list[Path]:
     return [raw_dir(root) / "train-images-idx3-ubyte", raw_dir(root) / "train-labels-idx1-ubyte"]
 
 
+def _regular(path: Path, max_bytes: int) -> bool:
+    """A regular file (not a link, pipe or device) of at most ``max_bytes``: the only kind of file the
+    grader reads from a folder a worker could write to."""
+    import stat
+
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size <= max_bytes
+
+
 def _read_events(path: Path) -> list[dict]:
-    if not path.exists():
+    if not _regular(path, 16 * 2**20):
         return []
     events = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            events.append(json.loads(line))
+            event = json.loads(line)
         except json.JSONDecodeError:
-            pass  # a line cut short by a killed worker
+            continue  # a line cut short by a killed worker
+        if isinstance(event, dict):
+            events.append(event)
     return events
 
 
 def _tail(path: Path, n: int = 6) -> str:
+    if not _regular(path, 2**40):
+        return ""
     try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - 20000))
+            lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return ""
     return " | ".join(lines[-n:])[-600:]
@@ -221,24 +247,34 @@ def _produce(spec: Assignment, copy: Path, scratch: Path, *, retrain: bool, seed
              memory_bytes: int | None, echo: bool) -> tuple[dict, str, str | None]:
     """Run workers until every item is produced or failed: (item -> files or message, isolation,
     message if the notebook's own cells could not run)."""
-    outputs = scratch / "out"
+    outputs = scratch / "out"            # the worker's only writable folder
     outputs.mkdir()
     events_path, log_path = outputs / "events.jsonl", scratch / "worker.log"
     extra_ro = [copy.parent]
     train = [str(p) for p in train_files()] if retrain else []
     extra_ro += [Path(p) for p in train]
     remaining, status, level = needed_items(spec, retrain), {}, sandbox.NONE
+    deadline = time.monotonic() + timeout  # one budget for the notebook, however many workers it takes
     with open(log_path, "ab") as log:
         while remaining:
+            left = deadline - time.monotonic()
+            if left <= 1:
+                for i in remaining:
+                    status[i] = f"timed out after {timeout:.0f} s (an endless loop, or far too slow)"
+                break
             request = dict(notebook=str(copy), assignment=spec.id, items=remaining, outputs=str(outputs),
                            retrain=retrain, seed=seed, runs=spec.runs, labels=list(spec.labels),
                            epoch_limit=spec.policy.epoch_limit, keep_epochs=spec.policy.consistent_epochs,
                            train_files=train, memory_bytes=memory_bytes)
-            req_path = scratch / f"request-{time.monotonic_ns()}.json"
-            req_path.write_text(json.dumps(request))
-            argv, level = sandbox.command([sys.executable, "-m", "autograder.worker", str(req_path)], scratch, extra_ro)
+            req_path = copy.parent / f"request-{time.monotonic_ns()}.json"   # read-only for the worker
+            fd = os.open(req_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(request))
+            argv, level = sandbox.command([sys.executable, "-m", "autograder.worker", str(req_path)], outputs, extra_ro)
             seen = len(_read_events(events_path))
-            code, why = _run_worker(argv, scratch, timeout, log, echo)
+            code, why = _run_worker(argv, outputs, left, log, echo)
+            if code is None:
+                why = f"timed out after {timeout:.0f} s (an endless loop, or far too slow)"
             events = _read_events(events_path)[seen:]
             load = next((e for e in events if e.get("event") == "load"), None)
             if load is not None and not load.get("ok"):
@@ -247,12 +283,11 @@ def _produce(spec: Assignment, copy: Path, scratch: Path, *, retrain: bool, seed
                 return status, level, f"Your notebook's setup/definitions cells stopped the grader: " \
                                       f"{_death_reason(code, why, log_path)}"
             for e in events:
-                if e.get("event") == "done" and e.get("item") in remaining:
-                    ok = bool(e.get("ok"))
-                    status[e["item"]] = [str(f) for f in e.get("files", [])] if ok else str(e.get("message"))
+                if e.get("event") == "done" and e.get("item") in remaining and e.get("item") not in status:
+                    status[e["item"]] = [str(f) for f in e.get("files", [])] if e.get("ok") else str(e.get("message"))
             started = [e.get("item") for e in events if e.get("event") == "start"]
             for item in started:
-                if item not in status:
+                if item in remaining and item not in status:
                     status[item] = _death_reason(code, why, log_path)
             before = len(remaining)
             remaining = [i for i in remaining if i not in status]
@@ -264,7 +299,7 @@ def _produce(spec: Assignment, copy: Path, scratch: Path, *, retrain: bool, seed
 
 
 def grade(notebook: str | os.PathLike, *, assignment: str | None = None, retrain: bool = False,
-          seed: int = GRADER_SEED, runs_dirs: list | None = None, timeout: float | None = None,
+          seed: int | None = GRADER_SEED, runs_dirs: list | None = None, timeout: float | None = None,
           memory_bytes: int | None = MEMORY_LIMIT, echo: bool = False, require_sandbox: bool = False) -> GradeReport:
     """Grade one notebook; never raises for anything wrong with the submission.
 
@@ -352,7 +387,8 @@ def main(argv=None) -> int:
                                  epilog="Exit status: 0 when every check of every notebook passes, 1 otherwise.")
     ap.add_argument("paths", nargs="+", help="notebook(s) or folder(s) of notebooks")
     ap.add_argument("--retrain", action="store_true", help="retrain from scratch with the grader's seed, then grade")
-    ap.add_argument("--seed", type=int, default=GRADER_SEED, help=f"grader's seed in retrain mode (default {GRADER_SEED})")
+    ap.add_argument("--seed", type=int, default=GRADER_SEED,
+                    help="retrain mode: train with this seed instead of each config's own seed")
     ap.add_argument("--assignment", help="e.g. session2/4_bn_dropout (default: from the file name)")
     ap.add_argument("--runs-dir", action="append", help="where the submission's run records are (repeatable)")
     ap.add_argument("--out", default="grades", help="folder for the JSON results (default ./grades)")

@@ -181,18 +181,38 @@ def ghost_batch_norm(cases: list[tuple[tuple, dict]]) -> str:
     from .probes import gbn_inputs
 
     for (channels, splits, batches), res in cases:
-        if not res.get("is_module"):
+        if not isinstance(res, dict) or not res.get("is_module"):
             _fail("GhostBatchNorm must be an nn.Module (subclass nn.BatchNorm2d)")
         inp = gbn_inputs(channels, splits, batches)
+        steps = res.get("steps")
+        if not isinstance(steps, list) or not steps:
+            _fail(f"GhostBatchNorm({channels}, {splits}) produced no training step")
+        last = steps[-1] if isinstance(steps[-1], dict) else {}
+        if "error" in last:
+            _fail(f"GhostBatchNorm({channels}, {splits}) fails on a training batch of "
+                  f"{inp['train'][len(steps) - 1][0].shape[0]}: {last['error']}")
+        if len(steps) != len(inp["train"]):
+            _fail(f"GhostBatchNorm({channels}, {splits}) produced {len(steps)} training steps for {len(inp['train'])} batches")
+        for (x, _), step in zip(inp["train"], steps):
+            shapes = {"out": x.shape, "grad": x.shape, "eval": inp["eval"].shape, "single": inp["eval"].shape}
+            for field_, shape in shapes.items():
+                v = step.get(field_) if isinstance(step, dict) else None
+                if field_ == "grad" and v is None:
+                    continue
+                if type(v) is not torch.Tensor or tuple(v.shape) != tuple(shape) or not v.is_floating_point():
+                    _fail(f"GhostBatchNorm output shape {tuple(v.shape) if isinstance(v, torch.Tensor) else v} != input "
+                          f"shape {tuple(shape)}")
+        restored = res.get("restored")
+        if "restore_error" not in res and not (isinstance(restored, tuple) and len(restored) == 2 and all(
+                type(t) is torch.Tensor and tuple(t.shape) == tuple(inp["eval"].shape) for t in restored)):
+            _fail("GhostBatchNorm's state_dict round trip produced no output")
         gamma, beta = inp["gamma"].double(), inp["beta"].double()
         momentum, eps = float(res.get("momentum", 0.1)), float(res.get("eps", 1e-5))
         refs = {True: (torch.zeros(channels, dtype=torch.double), torch.ones(channels, dtype=torch.double)),
                 False: (torch.zeros(channels, dtype=torch.double), torch.ones(channels, dtype=torch.double))}
         alive = {True, False}
-        for (x, w), step in zip(inp["train"], res["steps"]):
+        for (x, w), step in zip(inp["train"], steps):
             n = x.shape[0]
-            if "error" in step:
-                _fail(f"GhostBatchNorm({channels}, {splits}) fails on a training batch of {n}: {step['error']}")
             out = step["out"]
             if tuple(out.shape) != tuple(x.shape):
                 _fail(f"GhostBatchNorm output shape {tuple(out.shape)} != input shape {tuple(x.shape)}")
@@ -266,8 +286,9 @@ def penalty(res: dict, kind: str = "l1") -> str:
     model = penalty_probe()
     conv = {"conv1.weight", "conv2.weight"}
     params = dict(model.named_parameters())
+    res = res if isinstance(res, dict) else {}
     value = res.get("value")
-    if not isinstance(value, torch.Tensor) or value.dim() != 0:
+    if type(value) is not torch.Tensor or value.dim() != 0 or not value.is_floating_point():
         _fail(f"{name} must return a scalar tensor (so it can be added to the loss), got {res.get('type')}"
               + (f" of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else ""))
     ref = {n: p.detach().clone().requires_grad_(True) for n, p in params.items()}
@@ -293,8 +314,8 @@ def penalty(res: dict, kind: str = "l1") -> str:
     grads = res.get("grads") or {}
     for n, p in ref.items():
         want = p.grad if n in conv else torch.zeros_like(p)
-        got = grads.get(n)
-        got = got if isinstance(got, torch.Tensor) else torch.zeros_like(p)
+        got = grads.get(n) if isinstance(grads, dict) else None
+        got = got if type(got) is torch.Tensor else torch.zeros_like(p)
         if got.shape != want.shape or not torch.allclose(got, want, atol=1e-6):
             _fail(f"Gradient of {name} with respect to {n} is wrong: expected "
                   f"{('sign(w)' if kind == 'l1' else '2w') if n in conv else 'zero (not covered)'}")
@@ -429,7 +450,7 @@ def accuracy(prog: Program, states: list[dict], test, policy: Policy, *, history
     import torch
 
     images, labels = test
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed or 0))
     images, labels = images[order], labels[order]   # order-dependent graphs gain nothing
     weights = [fit_checkpoint(prog, s) for s in states]
     preds = [predict(prog, images, w) for w in weights]
@@ -446,7 +467,7 @@ def accuracy(prog: Program, states: list[dict], test, policy: Policy, *, history
     sub = slice(0, policy.probe_images)
     fresh = getattr(prog, "_fresh_accuracy", None)   # the same for every checkpoint of this graph
     if fresh is None:
-        fresh = prog._fresh_accuracy = _accuracy(prog, images[sub], labels[sub], _fresh_weights(prog, seed))
+        fresh = prog._fresh_accuracy = _accuracy(prog, images[sub], labels[sub], _fresh_weights(prog, seed or 0))
     if fresh >= policy.max_untrained_accuracy:
         _fail(f"With its weights re-initialised by the grader, the model still scores {fresh:.1f}% "
               f"(an untrained network scores ~10%): its predictions do not come from learned weights.")
@@ -513,6 +534,20 @@ class Evidence:
         self.retrain, self.seed, self.runs_dirs, self.data_root = retrain, seed, runs_dirs, data_root
         self._cache: dict = {}
 
+    def path(self, name: str, max_bytes: int = 256 * 2**20):
+        """A worker output file, by the name the grader expects: a regular file (no link, pipe or device)
+        of bounded size, or the check fails."""
+        import stat
+
+        p = self.outputs / name
+        try:
+            st = p.lstat()
+        except OSError:
+            _fail(f"the worker produced no {name}")
+        if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
+            _fail(f"the worker's {name} is not a regular file of at most {max_bytes // 2**20} MB")
+        return p
+
     def files(self, item: str) -> list[str]:
         if item not in self.items:
             _fail(f"internal grader error: the worker produced no {item!r}")
@@ -528,14 +563,11 @@ class Evidence:
 
         key = (item, mode)
         if key not in self._cache:
-            if item in self.items or "job-models" not in self.items:
-                self.files(item)
-            else:
-                self.files("job-models")  # the graphs of the jobs' models
+            self.files(item)
             prefix = item.replace(":", "-").replace("=", "")
             try:
-                graph = json.loads((self.outputs / f"{prefix}-{mode}.json").read_text())
-                self._cache[key] = load(graph, self.outputs / f"{prefix}-{mode}.pt")
+                graph = json.loads(self.path(f"{prefix}-{mode}.json", 16 * 2**20).read_text())
+                self._cache[key] = load(graph, self.path(f"{prefix}-{mode}.pt", 80 * 2**20), mode)
             except (OSError, ValueError) as e:
                 self._cache[key] = CheckFailed(f"the model graph could not be read: {e}")
             except GraphRejected as e:
@@ -545,14 +577,13 @@ class Evidence:
             raise got
         return got
 
-    def tensors(self, item: str):
+    def tensors(self, item: str, name: str):
         import torch
 
-        names = self.files(item)
-        if not names:
+        if not self.files(item):
             return None
         try:
-            return torch.load(self.outputs / names[0], map_location="cpu", weights_only=True)
+            return torch.load(self.path(name), map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
             _fail(f"the worker's output for {item} could not be read safely: {type(e).__name__}: {e}")
 
@@ -563,13 +594,24 @@ class Evidence:
 
         if "jobs" not in self._cache:
             self.files("jobs")
-            raw = json.loads((self.outputs / "jobs.json").read_text())
+            raw = json.loads(self.path("jobs.json", 2**20).read_text())
+            labels = list(self.assignment.labels)
+            if not isinstance(raw, list) or [j.get("label") if isinstance(j, dict) else None for j in raw] != labels:
+                _fail(f"the graded training runs must be exactly {', '.join(labels)}")
             jobs = []
             for j in raw:
                 try:
-                    jobs.append({**j, "config": TrainConfig.from_dict(j["config"])})
-                except (TypeError, ValueError, KeyError) as e:
+                    ghost = int(j.get("ghost") or 0)
+                    job = {"label": j["label"], "ghost": ghost, "l1": float(j.get("l1") or 0),
+                           "config": TrainConfig.from_dict(j["config"]),
+                           "model": f"model:ghost={ghost}" if self.assignment.runs == "variants" else "model"}
+                except (TypeError, ValueError, KeyError, AttributeError) as e:
                     _fail(f"a training config could not be read: {e}")
+                if job["model"] not in self.assignment.models:
+                    allowed = ", ".join(m.split(":")[-1] for m in self.assignment.models)
+                    _fail(f"VARIANTS[{job['label']!r}] uses {job['model'].split(':')[-1]}; the graded models are "
+                          f"Net({allowed}): use the lesson's splits")
+                jobs.append(job)
             names = [j["config"].name for j in jobs]
             if len(set(names)) != len(names):
                 _fail(f"The variants' configs must have distinct names (got {names}): each gets its own run record")
@@ -634,7 +676,7 @@ def check_net_item(ev: Evidence) -> str:
 def check_gbn_item(ev: Evidence) -> str:
     from .probes import GBN_CASES
 
-    results = ev.tensors("gbn")
+    results = ev.tensors("gbn", "gbn.pt")
     if not isinstance(results, list) or len(results) != len(GBN_CASES):
         _fail("internal grader error: unexpected Ghost Batch Norm output")
     msg = ghost_batch_norm([(GBN_CASES[0], results[0])])
@@ -643,9 +685,9 @@ def check_gbn_item(ev: Evidence) -> str:
 
 
 def check_penalty_item(ev: Evidence) -> str:
-    msg = penalty(ev.tensors("l1_penalty") or {}, "l1")
+    msg = penalty(ev.tensors("l1_penalty", "l1_penalty.pt") or {}, "l1")
     if "l2_penalty" in ev.items:
-        l2 = ev.tensors("l2_penalty")
+        l2 = ev.tensors("l2_penalty", "l2_penalty.pt")
         if l2 is not None:
             msg += "; " + penalty(l2, "l2")
     return msg
@@ -667,7 +709,12 @@ def _record_for(ev: Evidence, job):
 
 
 def _trained(ev: Evidence, job) -> dict:
-    return ev.tensors(f"train:{job['label']}")
+    from .worker import train_file
+
+    got = ev.tensors(f"train:{job['label']}", train_file(job["label"]))
+    if not isinstance(got, dict):
+        _fail("retraining produced no readable weights")
+    return got
 
 
 def check_epochs_item(ev: Evidence) -> str:
@@ -687,11 +734,29 @@ def check_epochs_item(ev: Evidence) -> str:
     return out[0] if len(out) == 1 else f"{len(out)} runs: " + "; ".join(out)
 
 
+def _structure(ev: Evidence, item: str) -> None:
+    """The model graph the accuracy is measured on must itself pass the structural checks."""
+    try:
+        e, t = ev.program(item, "eval"), ev.program(item, "train")
+        output(e)
+        parameters(e, ev.policy)
+        no_fc([e, t])
+        if ev.assignment.runs == "variants":
+            uses_ghost(t, int(item.split("=")[1]))
+    except CheckFailed as err:
+        raise CheckFailed(f"not graded for accuracy: the model breaks a rule: {err}") from None
+
+
+def _seed(ev: Evidence) -> str:
+    return f"seed {ev.seed}" if ev.seed is not None else "each config's own seed"
+
+
 def check_accuracy_item(ev: Evidence) -> str:
     def one(job):
         if not ev.retrain:
             _record_for(ev, job)  # a missing record is the first thing to say
         prog = ev.program(job["model"], "eval")
+        _structure(ev, job["model"])     # accuracy counts only for a model within the rules
         if ev.retrain:
             trained = _trained(ev, job)
             states = trained.get("states") or []
@@ -707,10 +772,10 @@ def check_accuracy_item(ev: Evidence) -> str:
 
     out = _each_job(ev, one)
     if len(out) == 1:
-        return out[0] + (f" [retrained, seed {ev.seed}]" if ev.retrain else "")
+        return out[0] + (f" [retrained, {_seed(ev)}]" if ev.retrain else "")
     labels = [j["label"] for j in ev.jobs()]
     return "; ".join(f"{lab} {m.split(' (')[0]}" for lab, m in zip(labels, out)) + \
-        (f" [retrained, seed {ev.seed}]" if ev.retrain else "")
+        (f" [retrained, {_seed(ev)}]" if ev.retrain else "")
 
 
 #: check id -> (the worker items it needs, the verdict); an assignment's checks name these ids
@@ -723,6 +788,6 @@ CHECKS = {
     "l1_penalty": (lambda a, retrain: ["l1_penalty", "l2_penalty"], check_penalty_item),
     "epochs": (lambda a, retrain: ["jobs"] + ([f"train:{lab}" for lab in a.labels] if retrain else []),
                check_epochs_item),
-    "accuracy": (lambda a, retrain: ["jobs", "job-models"] + ([f"train:{lab}" for lab in a.labels] if retrain else []),
+    "accuracy": (lambda a, retrain: ["jobs", *a.models] + ([f"train:{lab}" for lab in a.labels] if retrain else []),
                  check_accuracy_item),
 }

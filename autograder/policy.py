@@ -52,5 +52,7 @@ POLICIES = {
     "session3": Policy("session3", epoch_limit=25),
 }
 
-#: the seed retrain mode uses unless the instructor picks another (``course grade --retrain --seed N``)
-GRADER_SEED = 2026
+#: the seed retrain mode trains with unless the instructor picks one (``course grade --retrain --seed N``):
+#: None = each config's own seed, so the grader reproduces the run the student declared (a grade then
+#: does not depend on one lucky or unlucky grader seed; ``--seed`` tests robustness instead)
+GRADER_SEED = None

@@ -75,20 +75,26 @@ def _ro_paths() -> list[Path]:
     return out
 
 
-def _bwrap(exe: str, scratch: Path, extra_ro: list[Path]) -> list[str]:
+def _bwrap(exe: str, work: Path, extra_ro: list[Path]) -> list[str]:
     cmd = [exe, "--unshare-all", "--die-with-parent", "--new-session", "--uid", "65534", "--gid", "65534",
            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
-    for p in _ro_paths() + [Path(p) for p in extra_ro]:
+    for p in _ro_paths():
         cmd += ["--ro-bind", str(p), str(p)]
-    cmd += ["--bind", str(scratch), str(scratch), "--chdir", str(scratch)]
-    return cmd
+    reference = ROOT / "autograder" / "reference"
+    if reference.is_dir():
+        cmd += ["--tmpfs", str(reference)]   # the instructor's solutions are not the student's to import
+    cmd += ["--bind", str(work), str(work)]
+    for p in extra_ro:
+        cmd += ["--ro-bind", str(p), str(p)]
+    return cmd + ["--chdir", str(work)]
 
 
-def command(argv: list[str], scratch: Path, extra_ro: list[Path] = ()) -> tuple[list[str], str]:
-    """(command line, isolation level) for running ``argv`` on ``scratch``."""
+def command(argv: list[str], work: Path, extra_ro: list[Path] = ()) -> tuple[list[str], str]:
+    """(command line, isolation level) for running ``argv`` with ``work`` as its only writable folder
+    and ``extra_ro`` (the notebook's folder, training files) readable."""
     if _bwrap_problem():
         return argv, NONE
-    return _bwrap(shutil.which("bwrap"), scratch, list(extra_ro)) + argv, SANDBOX
+    return _bwrap(shutil.which("bwrap"), work, list(extra_ro)) + argv, SANDBOX
 
 
 def die_with_parent() -> None:
@@ -100,12 +106,14 @@ def die_with_parent() -> None:
         pass
 
 
-def limit_resources(memory_bytes: int | None, processes: int = 4096) -> None:
-    """In the worker, before any student code: address-space and process limits."""
+def limit_resources(memory_bytes: int | None, processes: int = 1024, file_bytes: int = 2**30) -> None:
+    """In the worker, before any student code: address-space, file-size and process (threads included)
+    limits."""
     import resource
 
     if memory_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (file_bytes, file_bytes))
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
         cap = processes if hard == resource.RLIM_INFINITY else min(processes, hard)

@@ -207,14 +207,6 @@ class Worker:
         (self.out / "jobs.json").write_text(json.dumps(self.jobs()))
         return ["jobs.json"]
 
-    def item_job_models(self) -> list[str]:
-        """The graph of each job's model (the judge runs the checkpoints through it)."""
-        files = []
-        for item in dict.fromkeys(j["model"] for j in self.jobs()):
-            model, label = self.build(item)
-            files += self.export(model, label, "eval", item.replace(":", "-").replace("=", ""))
-        return files
-
     def item_train(self, label: str) -> list[str]:
         """Retrain one job from scratch with the grader's seed on the training set alone; keep the
         weights of its last epochs for the judge to evaluate."""
@@ -228,7 +220,9 @@ class Worker:
         job = next((j for j in self.jobs() if j["label"] == label), None)
         if job is None:
             raise ItemFailed(f"no training job {label!r}")
-        cfg = TrainConfig.from_dict(job["config"]).replace(seed=int(self.request["seed"]))
+        cfg = TrainConfig.from_dict(job["config"])
+        if self.request.get("seed") is not None:
+            cfg = cfg.replace(seed=int(self.request["seed"]))
         limit, keep = int(self.request["epoch_limit"]), int(self.request.get("keep_epochs", 3))
         if cfg.epochs >= limit:
             raise ItemFailed(f"Not retrained: the config asks for {cfg.epochs} epochs; fewer than {limit} are allowed.")
@@ -251,13 +245,13 @@ class Worker:
             states.append({k: v.detach().clone().contiguous() for k, v in built[-1].state_dict().items()})
             del states[:-keep]
 
-        print(f"retraining {cfg.name} with grader seed {cfg.seed} ({cfg.epochs} epochs, no test set)", flush=True)
+        print(f"retraining {cfg.name} with seed {cfg.seed} ({cfg.epochs} epochs, no test set)", flush=True)
         try:
             result = fit(factory, MNISTData(train, None), cfg, penalties=penalties, record=False, progress=False,
                          on_epoch=on_epoch)
         except (Exception, SystemExit) as e:  # noqa: BLE001
             raise ItemFailed(f"Retraining {cfg.name} failed: {_err(e)}") from None
-        name = f"train-{_safe(label)}.pt"
+        name = train_file(label)
         torch.save({"states": states, "epochs": len(result.history), "config": cfg.to_dict(),
                     "history": [{k: v for k, v in h.items() if not k.startswith("test_")} for h in result.history]},
                    self.out / name)
@@ -272,15 +266,14 @@ class Worker:
             return self.item_penalty(item.split("_")[0])
         if item == "jobs":
             return self.item_jobs()
-        if item == "job-models":
-            return self.item_job_models()
         if item.startswith("train:"):
             return self.item_train(item.split(":", 1)[1])
         raise ItemFailed(f"unknown item {item!r}")
 
 
-def _safe(label: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in label)
+def train_file(label: str) -> str:
+    """The file retrain mode writes a job's weights to (the judge reads exactly this name)."""
+    return "train-" + "".join(c if c.isalnum() else "_" for c in label) + ".pt"
 
 
 def _export_message(e: BaseException, label: str, mode: str) -> str:

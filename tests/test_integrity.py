@@ -145,7 +145,7 @@ NET_CASES = {
         {"no_fc": "folded into channels"}, {"output", "parameters"}),
     "per_position_weights_then_mean": (
         net("        self.w = nn.Parameter(torch.randn(1, 10, 11, 11))", "        x = self.c2(x) * self.w"),
-        {"no_fc": "per pixel position"}, {"output", "parameters"}),
+        {"no_fc": "vary over pixel positions"}, {"output", "parameters"}),
     "linear_head_only_in_training_mode": (
         net("        self.w = nn.Parameter(torch.randn(10, 10))",
             "        x = self.c2(x)\n        if self.training:\n            return " + LINEAR_HEAD),
@@ -158,6 +158,22 @@ NET_CASES = {
         net("        self.w = nn.Parameter(torch.randn(10, 10))",
             "        x = self.c2(x)\n        if not torch.compiler.is_exporting():\n            return " + LINEAR_HEAD),
         {}, {"output", "parameters", "no_fc"}),
+    "weights_laundered_through_an_activation": (
+        net("        self.w = nn.Parameter(torch.randn(1, 100, 5, 5))",
+            "        x = F.max_pool2d(self.c2(x), 2)\n"
+            "        w = x.mean((1, 2, 3), keepdim=True) * 0 + self.w\n"
+            "        x = (x.repeat(1, 10, 1, 1) * w).sum((2, 3)).view(-1, 10, 10).sum(2)[:, :, None, None]"),
+        {"no_fc": "vary over pixel positions"}, {"output", "parameters"}),
+    "batch_norm_statistics_as_a_dense_layer": (
+        net("        self.register_buffer('m', torch.zeros(12100))\n        self.register_buffer('v', torch.ones(12100))",
+            "        x = self.c2(x)\n"
+            "        f = torch.cat([x, -x], 1).repeat(1, 10, 1, 1).reshape(x.shape[0], 12100, 2, 1)\n"
+            "        x = F.batch_norm(f, self.m, self.v, None, None, False, 0.0, 0.0).reshape(x.shape[0], 10, -1, 1)"),
+        {"no_fc": "a batch norm after reshape regroups", "parameters": LIMIT}, {"output"}),
+    "full_map_conv_hidden_by_padding": (
+        net("        self.head = nn.Conv2d(10, 10, 5, padding=1, bias=False)",
+            "        x = self.head(F.max_pool2d(self.c2(x), 2))"),
+        {"no_fc": "a 5x5 conv over a 5x5 feature map"}, {"output", "parameters"}),
     # input-dependent forwards: there is no graph to grade
     "branch_on_image_values": (
         net("        self.w = nn.Parameter(torch.randn(10, 10))",
@@ -212,7 +228,7 @@ def _forged(model, batch, mode="eval", example=None):
     graph, tensors = _orig(model, batch, mode, example)
     out = graph["nodes"][-1]
     graph["nodes"].insert(-1, {"name": "look", "op": "call_function", "target": "aten.index_select.default",
-                               "args": [out["args"][0][0], 0, {"node": "look_idx"}], "kwargs": {}})
+                               "args": [out["args"][0][0], 0, {"$node": "look_idx"}], "kwargs": {}})
     return graph, tensors
 _e.export_model = _forged
 '''), {c: "aten.index_select" for c in ("output", "parameters", "no_fc")}),
@@ -227,6 +243,59 @@ def _forged(model, batch, mode="eval", example=None):
 _e.export_model = _forged
 '''), {"parameters": LIMIT}),
 }
+
+FORGE_CASES.update({
+    "in_place_copy_launders_the_image_into_a_matmul": (FORGE.format(body='''
+_orig = _e.export_model
+def _forged(model, batch, mode="eval", example=None):
+    graph, tensors = _orig(model, batch, mode, example)
+    image = next(s["name"] for s in graph["inputs"] if s["kind"] == "image")
+    graph["inputs"].append({"name": "fc_w", "kind": "parameter", "key": "fc.weight"})
+    tensors["fc.weight"] = torch.randn(784, 10)
+    out = graph["nodes"].pop()
+    graph["nodes"] += [
+        {"name": "flat", "op": "call_function", "target": "aten.view.default", "args": [{"$node": image}, [batch, 784]], "kwargs": {}},
+        {"name": "z", "op": "call_function", "target": "aten.zeros.default", "args": [[batch, 784]], "kwargs": {}},
+        {"name": "c", "op": "call_function", "target": "aten.copy_.default", "args": [{"$node": "z"}, {"$node": "flat"}], "kwargs": {}},
+        {"name": "m", "op": "call_function", "target": "aten.mm.default", "args": [{"$node": "z"}, {"$node": "fc_w"}], "kwargs": {}},
+        {"name": "output", "op": "output", "target": "output", "args": [[{"$node": "m"}]], "kwargs": {}}]
+    return graph, tensors
+_e.export_model = _forged
+'''), {"no_fc": "a model tensor used in copy_ on the activations"}),
+    "tensor_indexed_by_getitem": (FORGE.format(body='''
+_orig = _e.export_model
+def _forged(model, batch, mode="eval", example=None):
+    graph, tensors = _orig(model, batch, mode, example)
+    image = next(s["name"] for s in graph["inputs"] if s["kind"] == "image")
+    graph["nodes"].insert(0, {"name": "look", "op": "call_function", "target": "getitem",
+                              "args": [{"$node": image}, 0], "kwargs": {}})
+    return graph, tensors
+_e.export_model = _forged
+'''), {c: "getitem is allowed only" for c in ("output", "parameters", "no_fc")}),
+    "graph_that_makes_a_huge_tensor": (FORGE.format(body='''
+_orig = _e.export_model
+def _forged(model, batch, mode="eval", example=None):
+    graph, tensors = _orig(model, batch, mode, example)
+    image = next(s["name"] for s in graph["inputs"] if s["kind"] == "image")
+    graph["nodes"].insert(0, {"name": "huge", "op": "call_function", "target": "aten.expand.default",
+                              "args": [{"$node": image}, [batch, 10**6, 28, 28]], "kwargs": {}})
+    graph["nodes"].insert(1, {"name": "huge2", "op": "call_function", "target": "aten.clone.default",
+                              "args": [{"$node": "huge"}], "kwargs": {}})
+    return graph, tensors
+_e.export_model = _forged
+'''), {c: "limit" for c in ("output", "parameters", "no_fc")}),
+    "jobs_forged_as_an_empty_list": (FORGE.format(body='''
+def _jobs(self):
+    (self.out / "jobs.json").write_text("[]")
+    return ["jobs.json"]
+_w.Worker.item_jobs = _jobs
+'''), {"epochs": "must be exactly Net", "accuracy": "must be exactly Net"}),
+    "events_file_replaced_by_a_fifo": (FORGE.format(body='''
+import os
+os.remove("events.jsonl")
+os.mkfifo("events.jsonl")
+'''), {c: "stopped the grader" for c in ("output", "parameters", "no_fc", "epochs", "accuracy")}),
+})
 
 # whole-notebook problems: (cell, new source, phrase every check's message contains)
 LOAD_CASES = {
@@ -254,6 +323,8 @@ SANDBOX_CASES = {
         "setup", "import os\nos.listdir({other!r})", "No such file or directory"),
     "opens_a_network_connection": (
         "setup", "import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=5)", "raised"),
+    "imports_the_reference_solution": (
+        "setup", "from autograder.reference.session2 import Session2Net", "No module named 'autograder.reference.session2'"),
     "kills_every_process_it_can_see": (
         "setup", "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError:\n    pass\n"
                  "os.killpg(0, signal.SIGKILL)", "the grading process"),
@@ -342,6 +413,13 @@ S3_CASES = {
     "l2_penalty_written_wrong": (
         "l1_penalty", "def l1_penalty(model):", "def l2_penalty(model):\n    return sum(p.pow(2).sum() for p in model.parameters())\n\n\ndef l1_penalty(model):",
         {"l1_penalty": "l2_penalty gives"}, {"ghost_batch_norm", "net"}),
+    "ghost_batch_norm_outputs_forged_without_steps": (
+        "ghost_batch_norm", "class GhostBatchNorm(", "import sys\n_w = sys.modules['__main__']\n"
+        "def _gbn(self):\n    t = torch.zeros(8, 6, 5, 5)\n"
+        "    torch.save([{'is_module': True, 'steps': [], 'restored': (t, t), 'bad_batch': 'ValueError', "
+        "'bad_is_value_error': True}] * 3, self.out / 'gbn.pt')\n    return ['gbn.pt']\n"
+        "_w.Worker.item_gbn = _gbn\n\n\nclass GhostBatchNorm(",
+        {"ghost_batch_norm": "produced no training step"}, {"net", "l1_penalty"}),
     "l1_weight_of_1e-30": ("config", "L1_WEIGHT = 2e-5", "L1_WEIGHT = 1e-30",
                            {"epochs": "too weak to matter", "accuracy": "too weak to matter"}, {"net", "l1_penalty"}),
     "weight_decay_of_1e-30": ("config", "WEIGHT_DECAY = 1e-5", "WEIGHT_DECAY = 1e-30",
@@ -496,6 +574,7 @@ def test_model_level_cases(case, graded):
 @pytest.mark.parametrize("case", sorted(FORGE_CASES))
 def test_forged_worker_outputs_are_refused_by_the_judge(case, graded):
     _assert_case(graded[case], FORGE_CASES[case][1], set())
+    assert graded[case].score < graded[case].max_score
 
 
 @pytest.mark.parametrize("case", sorted(LOAD_CASES))
@@ -587,6 +666,23 @@ def test_grader_killed_with_sigkill_leaves_no_worker_and_its_scratch_is_reaped(t
     finally:
         os.environ.pop(sandbox.SCRATCH_ROOT_ENV)
     assert sorted(removed) == sorted(leftover) and not any(d.exists() for d in leftover)
+
+
+def test_records_are_searched_next_to_the_notebook_and_in_its_own_repository_only(tmp_path):
+    """The reference solutions' records in the course repository never stand in for a student's
+    (nbgrader's submitted/<student>/<assignment>/ sits inside it)."""
+    from autograder.grade import default_runs_dirs
+
+    course = tmp_path / "course"
+    (course / ".git").mkdir(parents=True)
+    (course / "runs").mkdir()
+    nb = write(completed(S2), course / "submitted" / "alice" / "session2", NAME2)
+    assert default_runs_dirs(nb) == [nb.parent / "runs"]
+    repo = tmp_path / "student-repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "runs").mkdir()
+    nb2 = write(completed(S2), repo / "sessions" / "session2", NAME2)
+    assert default_runs_dirs(nb2) == [repo / "runs"]
 
 
 def test_unsandboxed_grading_says_so_and_a_final_grade_refuses_it(tmp_path, monkeypatch):
