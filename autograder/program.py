@@ -362,7 +362,7 @@ class Program:
                     info.counted[key] = self.tensors[key].numel()
 
         acts = [r for r in refs if taint[r].act]
-        model = [r for r in refs if taint[r].roots]
+        model = [r for r in refs if not taint[r].act and taint[r].roots]   # model tensors used directly here
         if not acts:
             return
         folded = next((taint[r] for r in refs if taint[r].folded), None)

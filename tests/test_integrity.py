@@ -91,6 +91,9 @@ NET_CASES = {
         net(BIG, BIG_FORWARD, before="from autograder import judge as _j, checks as _c\n"
                                      "_j.parameters = _c.check_parameters = lambda *a, **k: 'fine'\n"),
         {"parameters": LIMIT}, {"output"}),
+    "residual_adds_count_each_weight_once": (  # activations carry their weights' provenance, not their count
+        net(forward="        x = self.c2(x)\n        x = x + x * 0.5 + F.batch_norm(x, None, None, None, None, True)"),
+        {}, {"output", "parameters", "no_fc"}),
     "torchinfo_patched_harmlessly": (  # tampering that changes no verdict is simply ignored
         net(before="import torchinfo\ntorchinfo.summary = lambda *a, **k: None\n"), {}, {"output", "parameters", "no_fc"}),
     "tensor_eq_and_ge_patched": (
@@ -569,6 +572,11 @@ def test_model_level_cases(case, graded):
     _, failing, passing = NET_CASES[case]
     _assert_case(graded[case], failing, passing)
     assert not _verdicts(graded[case])["accuracy"][0]  # no run record in these fixtures
+
+
+def test_the_judge_counts_the_parameters_a_module_registers(graded):
+    assert _verdicts(graded["residual_adds_count_each_weight_once"])["parameters"][1].startswith("792 parameters")
+    assert _verdicts(graded["torchinfo_patched_harmlessly"])["parameters"][1].startswith("792 parameters")
 
 
 @pytest.mark.parametrize("case", sorted(FORGE_CASES))
