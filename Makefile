@@ -41,10 +41,10 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 data: setup
-	@$(PY) -m course_utils data
+	@$(PY) -m course data
 
 run: data
-	@$(PY) -m course_utils train session2
+	@$(PY) -m course train session2
 
 test: data
 	@$(PY) -m pytest
@@ -59,17 +59,17 @@ bench-epoch: data
 	@$(PY) benchmarks/pipeline_speed.py
 
 release: setup
-	@$(PY) -m autograder.release
+	@$(PY) -m instructor.release
 
 check-release: setup
-	@$(PY) -m autograder.release --check
+	@$(PY) -m instructor.release --check
 
 SEEDS ?= 1 2 3 4 5 6 7 8 9 10
 WORKERS ?= 2
 NOTEBOOKS := $(sort $(wildcard solutions/session2/*.ipynb)) $(wildcard solutions/session3/*.ipynb)
 
 reproduce: data
-	@COURSE_RUNS=$(CURDIR)/runs $(PY) -m autograder.notebooks $(NOTEBOOKS)
+	@COURSE_RUNS=$(CURDIR)/runs $(PY) -m instructor.notebooks $(NOTEBOOKS)
 	@$(MAKE) --no-print-directory seeds report
 
 seeds: data
@@ -81,14 +81,14 @@ frontier: data
 
 REPORT ?= session2 session3
 report: data
-	@$(PY) -m autograder.report $(addprefix --session ,$(REPORT))
+	@$(PY) -m instructor.report $(addprefix --session ,$(REPORT))
 
 SUBMISSION ?= sessions
 grade: data
-	@$(PY) -m course_utils grade $(SUBMISSION) $(GRADE_ARGS)
+	@$(PY) -m course grade $(SUBMISSION) $(GRADE_ARGS)
 
 student-release: setup
-	@$(PY) -m autograder.student_release $(if $(COURSE_REPO),--course-repo $(COURSE_REPO) --course-ref $(COURSE_REF))
+	@$(PY) -m instructor.student_release $(if $(COURSE_REPO),--course-repo $(COURSE_REPO) --course-ref $(COURSE_REF))
 
 clean:
 	rm -rf runs .pytest_cache

@@ -1,3 +1,2 @@
-"""Instructor side of the course: grading policy, checks and the reference solutions they judge against.
-
-Not shipped to students (see ``make student-release``)."""
+"""The grader students receive, whole: policy, assignments, submission reading, the sandboxed worker,
+the judge and ``course grade``. Instructor tools live in ``instructor/``."""

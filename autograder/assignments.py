@@ -1,22 +1,26 @@
-"""What each course notebook is graded on: its checks and their points, in one table.
+"""Each assignment describes itself, in one entry: its notebook, its policy, the models and training
+runs the notebook declares, and its checks with their points, titles and nbgrader cells.
 
-The points mirror the notebook's nbgrader test cells, so `course grade`, `pytest autograder` and
-nbgrader give the same total. Check ids name functions in :mod:`autograder.worker`.
+The points mirror the notebook's nbgrader test cells (``Check.cell``; a test asserts they agree), so
+`course grade`, `pytest autograder` and nbgrader give the same totals. Check ids name verdicts in
+:data:`autograder.judge.CHECKS`. A new assignment (a Session 4) is one :func:`register` call (or one
+entry below) plus its notebook.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from .policy import POLICIES, Policy
+from course_utils.policy import POLICIES, Policy
 
 
 @dataclass(frozen=True)
 class Check:
-    id: str
+    id: str             # a key of autograder.judge.CHECKS
     points: int
     title: str
     params: tuple = ()  # (key, value) pairs passed to the check, e.g. a parameter limit
+    cell: str = ""      # the nbgrader test cell (grade_id) that checks the same thing in the notebook
 
     @property
     def kwargs(self) -> dict:
@@ -25,53 +29,67 @@ class Check:
 
 @dataclass(frozen=True)
 class Assignment:
-    id: str                 # "session2/4_bn_dropout"
-    session: str            # key of POLICIES
+    id: str                            # "session2/4_bn_dropout": solutions/<id>.ipynb, sessions/<id>.ipynb
+    policy: Policy
     checks: tuple[Check, ...]
-    trains: bool = False    # has graded training runs (epochs/accuracy checks, retrain mode)
-    runs: str | None = None            # where the notebook declares its runs: "config" (CONFIG) or "variants"
+    runs: str | None = None            # where the notebook declares its graded runs: "config" (CONFIG),
+                                       # "variants" (VARIANTS), or None (no training graded)
     models: tuple[str, ...] = ("model",)  # the models the worker builds: "model" = Net(), "model:ghost=4" = Net(ghost=4)
     labels: tuple[str, ...] = ()       # the graded training runs, by label
 
     @property
-    def policy(self) -> Policy:
-        return POLICIES[self.session]
+    def session(self) -> str:
+        return self.policy.session
 
     @property
-    def total(self) -> int:
-        return sum(c.points for c in self.checks)
+    def trains(self) -> bool:
+        return self.runs is not None
+
+    @property
+    def notebook(self) -> str:
+        return f"{self.id}.ipynb"
 
 
-def _iteration(name: str, limit: int, full_map_ok: bool = False) -> Assignment:
-    return Assignment(f"session2/{name}", "session2", (
-        Check("output", 1, "forward gives (N, 10) scores"),
-        Check("parameters", 1, f"parameters < {limit:,}", (("limit", limit),)),
-        Check("no_fc", 1, "no fully connected layer", (("full_map_ok", True),) if full_map_ok else ()),
-    ))
+def _structure(p: Policy, limit: int | None = None, points=(1, 1, 1), full_map_ok: bool = False) -> tuple:
+    limit = limit or p.max_parameters
+    return (Check("output", points[0], "forward gives (N, 10) scores", cell="test_output"),
+            Check("parameters", points[1], f"parameters < {limit:,}", (("limit", limit),) if limit != p.max_parameters
+                  else (), cell="test_parameters"),
+            Check("no_fc", points[2], "no fully connected layer", (("full_map_ok", True),) if full_map_ok else (),
+                  cell="test_no_fc"))
 
 
+def _training(p: Policy, each: str = "", cell_epochs: str = "test_epochs") -> tuple:
+    return (Check("epochs", 1, f"{each}epochs < {p.epoch_limit} (record and history)", cell=cell_epochs),
+            Check("accuracy", 4, f"{each}>= {p.min_accuracy}% (grader-evaluated, last {p.consistent_epochs} epochs)",
+                  cell="test_accuracy"))
+
+
+S2, S3 = POLICIES["session2"], POLICIES["session3"]
 #: the five graded Session 3 variants, in the order the notebook trains them
 SESSION3_LABELS = ("L1+BN", "L2+BN", "L1+L2+BN", "GBN", "L1+L2+GBN")
 
-ASSIGNMENTS = {a.id: a for a in (
-    _iteration("1_skeleton", 200_000, full_map_ok=True),   # iterations 1-2 end with a 7x7 conv over a
-    _iteration("2_lighter", 15_000, full_map_ok=True),     # 7x7 map; iteration 3 teaches why to remove it
-    _iteration("3_gap", 10_000),
-    Assignment("session2/4_bn_dropout", "session2", (
-        Check("output", 1, "forward gives (N, 10) scores"),
-        Check("parameters", 2, "parameters < 10,000"),
-        Check("no_fc", 2, "no fully connected layer"),
-        Check("epochs", 1, "epochs < 15 (record and history)"),
-        Check("accuracy", 4, ">= 99.4% (grader-evaluated checkpoint, last 3 epochs)"),
-    ), trains=True, runs="config", labels=("Net",)),
-    Assignment("session3/regularization", "session3", (
-        Check("ghost_batch_norm", 4, "GhostBatchNorm = BatchNorm2d per virtual batch"),
-        Check("l1_penalty", 3, "l1_penalty: conv weights, value and gradient"),
-        Check("net", 2, "Net(ghost=0/4): shape, parameters < 10,000, no FC, uses GBN"),
-        Check("epochs", 1, "each variant: epochs < 25 (record and history)"),
-        Check("accuracy", 4, "each variant >= 99.4% (grader-evaluated, last 3 epochs)"),
-    ), trains=True, runs="variants", models=("model:ghost=0", "model:ghost=4"), labels=SESSION3_LABELS),
+ASSIGNMENTS: dict[str, Assignment] = {a.id: a for a in (
+    # iterations 1-2 end with a 7x7 conv over a 7x7 map; iteration 3 teaches why to remove it
+    Assignment("session2/1_skeleton", S2, _structure(S2, 200_000, full_map_ok=True)),
+    Assignment("session2/2_lighter", S2, _structure(S2, 15_000, full_map_ok=True)),
+    Assignment("session2/3_gap", S2, _structure(S2)),
+    Assignment("session2/4_bn_dropout", S2, _structure(S2, points=(1, 2, 2)) + _training(S2),
+               runs="config", labels=("Net",)),
+    Assignment("session3/regularization", S3, (
+        Check("ghost_batch_norm", 4, "GhostBatchNorm = BatchNorm2d per virtual batch", cell="test_ghost_batch_norm"),
+        Check("l1_penalty", 3, "l1_penalty: conv weights, value and gradient", cell="test_l1_penalty"),
+        Check("net", 2, f"Net(ghost=0/4): shape, parameters < {S3.max_parameters:,}, no FC, uses GBN", cell="test_net"),
+    ) + _training(S3, "each variant: ", cell_epochs="test_accuracy"),
+        runs="variants", models=("model:ghost=0", "model:ghost=4"), labels=SESSION3_LABELS),
 )}
+
+
+def register(assignment: Assignment) -> Assignment:
+    """Add (or replace) an assignment: the grader, the pytest front end and ``course grade`` find it by
+    its notebook's file name from then on."""
+    ASSIGNMENTS[assignment.id] = assignment
+    return assignment
 
 
 def identify(path: str | Path, assignment: str | None = None) -> Assignment:

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from . import judge
 from .judge import CheckFailed, submitted_record  # noqa: F401 - part of the notebooks' API
-from .policy import POLICIES, Policy
+from course_utils.policy import POLICIES, Policy
 
 from .export import EVAL_BATCH
 

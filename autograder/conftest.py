@@ -65,7 +65,7 @@ _REPORTS: dict = {}
 def graded(pytestconfig):
     """Grades each submission once (all its checks in one worker) and caches the report."""
     from autograder.grade import grade
-    from autograder.policy import GRADER_SEED
+    from course_utils.policy import GRADER_SEED
 
     def get(path: str):
         if path not in _REPORTS:

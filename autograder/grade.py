@@ -39,7 +39,7 @@ from pathlib import Path
 
 from . import sandbox
 from .assignments import Assignment, identify
-from .policy import GRADER_SEED
+from course_utils.policy import GRADER_SEED
 from .submission import SubmissionError, read_notebook
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from .policy import Policy
+from course_utils.policy import Policy
 from .program import FullyConnected, GraphRejected, Program
 
 

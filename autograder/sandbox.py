@@ -2,7 +2,8 @@
 
 ``command(argv, ...)`` wraps the worker's command line in ``bwrap`` when it is installed and works
 here: no network, new PID/IPC/UTS/user namespaces (the worker runs as ``nobody``), dies with the
-grader, a read-only view of Python, the installed packages and the grader's own two packages, a
+grader, a read-only view of Python, the installed packages and the grader's own two packages
+(``autograder``, ``course_utils``: not ``instructor``, which holds the reference solutions), a
 private writable scratch folder, an empty ``/tmp``, and, in retrain mode only, the MNIST training
 files. The test set, the run records, other submissions, the repository and the home folder are
 not there at all. Memory and process limits are set in the worker before it reads the notebook
@@ -80,9 +81,6 @@ def _bwrap(exe: str, work: Path, extra_ro: list[Path]) -> list[str]:
            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for p in _ro_paths():
         cmd += ["--ro-bind", str(p), str(p)]
-    reference = ROOT / "autograder" / "reference"
-    if reference.is_dir():
-        cmd += ["--tmpfs", str(reference)]   # the instructor's solutions are not the student's to import
     cmd += ["--bind", str(work), str(work)]
     for p in extra_ro:
         cmd += ["--ro-bind", str(p), str(p)]

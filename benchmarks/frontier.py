@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from autograder.policy import POLICIES  # noqa: E402
-from autograder.reference.session2 import SESSION2_CONFIG, conv_block  # noqa: E402
+from course_utils.policy import POLICIES  # noqa: E402
+from instructor.reference.session2 import SESSION2_CONFIG, conv_block  # noqa: E402
 from course_utils.inspection import count_parameters  # noqa: E402
 from seeds import matching_records, run_jobs, summary, train_one  # noqa: E402
 

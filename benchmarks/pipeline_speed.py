@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from autograder.reference.session2 import SESSION2_CONFIG, SeedNet, Session2Net  # noqa: E402
+from instructor.reference.session2 import SESSION2_CONFIG, SeedNet, Session2Net  # noqa: E402
 from course_utils.data import load_uint8, torchvision_datasets  # noqa: E402
 from course_utils.engine import evaluate, make_optimizer, make_scheduler  # noqa: E402
 from course_utils.loader import mnist_data  # noqa: E402

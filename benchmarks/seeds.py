@@ -3,7 +3,7 @@
     python benchmarks/seeds.py --seeds 1 2 3            (make seeds SEEDS="1 2 3")
 
 Configurations: the Session 2 reference (iteration 4) and the five Session 3 variants, exactly as
-the solution notebooks train them (a test checks that the notebooks and autograder/reference agree).
+the solution notebooks train them (a test checks that the notebooks and instructor/reference agree).
 Run records go to ``runs/`` (or ``--runs-dir``); a (config, seed) whose complete record is already
 there is not trained again, so an interrupted sweep resumes. ``make report`` reads the same records.
 
@@ -24,9 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autograder.policy import POLICIES  # noqa: E402
-from autograder.reference import session3  # noqa: E402
-from autograder.reference.session2 import SESSION2_CONFIG, Session2Net  # noqa: E402
+from course_utils.policy import POLICIES  # noqa: E402
+from instructor.reference import session3  # noqa: E402
+from instructor.reference.session2 import SESSION2_CONFIG, Session2Net  # noqa: E402
 from course_utils.data import load_uint8  # noqa: E402
 from course_utils.engine import fit, load_record, records_of  # noqa: E402
 from course_utils.inspection import count_parameters  # noqa: E402

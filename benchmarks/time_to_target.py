@@ -11,7 +11,7 @@ epoch whose test accuracy is >= 99.4% (measured by the same ``course_utils.fit``
                torchvision MNIST with per-sample ToTensor/Normalize through a DataLoader, batch 64,
                SGD lr 0.01 momentum 0.9, no schedule, no augmentation, 15 epochs; trained by the same
                ``fit`` loop, without the course's allocator setting (``course_utils/perf.py``)
-  reference    the Session 2 reference solution (``autograder/reference/session2.py``):
+  reference    the Session 2 reference solution (``instructor/reference/session2.py``):
                ``Session2Net`` with ``SESSION2_CONFIG`` on the in-memory pipeline
 
 Printed per pipeline: time to 99.4% (or "not reached"), seconds per epoch, final and best test
@@ -45,7 +45,7 @@ def child(name: str, t0: float, max_steps: int | None, epochs: int | None) -> No
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from autograder.reference.session2 import SEED_CONFIG, SESSION2_CONFIG, SeedNet, Session2Net
+    from instructor.reference.session2 import SEED_CONFIG, SESSION2_CONFIG, SeedNet, Session2Net
     from course_utils.engine import fit
     from course_utils.loader import MNISTData
 

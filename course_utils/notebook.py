@@ -18,7 +18,8 @@ from typing import Callable, Mapping
 import torch.nn as nn
 
 from .config import TrainConfig
-from .engine import TARGET_ACCURACY, RunResult, find_records, fit, runs_root
+from .policy import TARGET_ACCURACY
+from .engine import RunResult, find_records, fit, runs_root
 from .loader import data_for
 
 QUICK_ENV = "COURSE_QUICK"

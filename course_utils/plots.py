@@ -12,7 +12,8 @@ from typing import Mapping
 import matplotlib.pyplot as plt
 import torch
 
-from .engine import TARGET_ACCURACY, EvalResult, RunResult, evaluate, load_record
+from .policy import TARGET_ACCURACY
+from .engine import EvalResult, RunResult, evaluate, load_record
 
 
 def _history(run) -> list[dict]:

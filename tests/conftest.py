@@ -50,11 +50,11 @@ class SolutionRuns:
         self._done: dict = {}
 
     def execute(self, session: str):
-        """The notebook's :class:`autograder.notebooks.Executed` (skips when records are reused)."""
+        """The notebook's :class:`instructor.notebooks.Executed` (skips when records are reused)."""
         import shutil
 
-        from autograder.notebooks import execute
-        from autograder.release import ROOT
+        from instructor.notebooks import execute
+        from instructor.release import ROOT
 
         if self.reused:
             pytest.skip(f"{REUSE_ENV} is set: solution notebooks were not executed")

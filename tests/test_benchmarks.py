@@ -57,7 +57,7 @@ def test_allocator_setting_is_on_by_default_on_linux_and_can_be_turned_off(env_v
 def test_frontier_widths_reproduce_the_reference_and_its_table_requires_every_seed(tmp_path, capsys):
     import torch
 
-    from autograder.reference.session2 import SESSION2_CONFIG, Session2Net
+    from instructor.reference.session2 import SESSION2_CONFIG, Session2Net
     from course_utils.inspection import count_parameters
     from records import fake_record
 

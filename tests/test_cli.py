@@ -8,7 +8,7 @@ import pytest
 
 
 def course(*args, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "course_utils", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "course", *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
 
 

@@ -13,9 +13,10 @@ import time
 import pytest
 import torch
 
+from autograder.assignments import ASSIGNMENTS
 from autograder.checks import CheckFailed, submitted_record
 from autograder.grade import grade
-from autograder.reference.session2 import SESSION2_CONFIG, Session2Net
+from instructor.reference.session2 import SESSION2_CONFIG, Session2Net
 from course_utils.config import TrainConfig
 from records import fake_record
 from submissions import ROOT, completed, copy_records, edit, stub, write
@@ -159,7 +160,7 @@ def test_cli_prints_a_table_writes_json_and_exits_1_on_failure(tmp_path):
     path = write(completed("session2/3_gap"), tmp_path / "sub", "3_gap.ipynb")
     broken = write(stub("session2/2_lighter"), tmp_path / "sub", "2_lighter.ipynb")
     before = path.read_bytes(), broken.read_bytes()
-    proc = subprocess.run([sys.executable, "-m", "course_utils", "grade", str(tmp_path / "sub"), "--out",
+    proc = subprocess.run([sys.executable, "-m", "course", "grade", str(tmp_path / "sub"), "--out",
                            str(tmp_path / "grades")], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "total        3/3    PASS" in proc.stdout and "0/3" in proc.stdout, proc.stdout
@@ -275,3 +276,60 @@ def test_checkpoint_fitted_to_the_test_set_fools_checkpoint_mode_but_not_retrain
     caught = grade(path, retrain=True)
     passed, msg = verdicts(caught)["accuracy"]
     assert not passed and ("99.4% is needed" in msg or "each must be >= 99.4%" in msg), caught.table()
+
+
+# --------------------------------------------------------------------------- assignments describe themselves
+
+@pytest.mark.parametrize("assignment", sorted(ASSIGNMENTS))
+def test_nbgrader_cell_points_equal_the_assignments_points(assignment):
+    """Each check names the nbgrader test cell that checks the same thing; per cell, the points agree."""
+    spec = ASSIGNMENTS[assignment]
+    nb = json.loads((ROOT / "solutions" / spec.notebook).read_text())
+    cells = {c["metadata"]["nbgrader"]["grade_id"]: c["metadata"]["nbgrader"]["points"] for c in nb["cells"]
+             if c["metadata"].get("nbgrader", {}).get("grade")}
+    by_cell: dict = {}
+    for c in spec.checks:
+        by_cell[c.cell] = by_cell.get(c.cell, 0) + c.points
+    assert by_cell == cells
+
+
+TOY = '''
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 8, 3, bias=False)
+        self.c2 = nn.Conv2d(8, 10, 3, bias=False)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.c1(x)), 2)
+        return F.log_softmax(F.adaptive_avg_pool2d(self.c2(x), 1).flatten(1), dim=1)
+'''
+
+
+def test_a_new_assignment_is_one_registered_entry(tmp_path):
+    """A hypothetical Session 4: one `register` call with its own policy and checks, and its notebook."""
+    from autograder.assignments import Assignment, Check, register
+    from course_utils.policy import Policy
+
+    toy = Assignment("session4/toy", Policy("session4", max_parameters=800, epoch_limit=5), (
+        Check("output", 1, "forward gives (N, 10) scores"),
+        Check("parameters", 3, "parameters < 800"),
+        Check("no_fc", 1, "no fully connected layer")))
+    nb = {"cells": [{"cell_type": "code", "metadata": {"tags": ["setup"]}, "outputs": [], "execution_count": None,
+                     "source": "import torch\nimport torch.nn as nn\nimport torch.nn.functional as F"},
+                    {"cell_type": "code", "metadata": {"tags": ["definitions"]}, "outputs": [], "execution_count": None,
+                     "source": TOY},
+                    {"cell_type": "code", "metadata": {"tags": ["config"]}, "outputs": [], "execution_count": None,
+                     "source": "pass"}],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    register(toy)
+    try:
+        report = grade(write(nb, tmp_path / "ok", "toy.ipynb"))
+        assert report.assignment == "session4/toy" and report.score == report.max_score == 5, report.table()
+        big = json.loads(json.dumps(nb))
+        big["cells"][1]["source"] = TOY.replace("nn.Conv2d(8, 10, 3", "nn.Conv2d(8, 10, 5").replace("bias=False)\n\n", "bias=False)\n\n", 1)
+        report = grade(write(big, tmp_path / "big", "toy.ipynb"))
+        passed, msg = verdicts(report)["parameters"]
+        assert not passed and "2,072 parameters: the limit is fewer than 800" in msg, msg
+    finally:
+        ASSIGNMENTS.pop("session4/toy")

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from autograder.reference.session2 import SeedNet, Session2Net
+from instructor.reference.session2 import SeedNet, Session2Net
 from course_utils.inspection import (count_parameters, describe, find_fc_layers, largest_layers,
                                      parameter_table, receptive_field)
 

@@ -36,7 +36,7 @@ import torch
 
 from autograder import sandbox
 from autograder.grade import ROOT, grade
-from autograder.reference.session2 import SESSION2_CONFIG, Session2Net
+from instructor.reference.session2 import SESSION2_CONFIG, Session2Net
 from submissions import completed, edit, write
 
 pytestmark = pytest.mark.data
@@ -327,7 +327,7 @@ SANDBOX_CASES = {
     "opens_a_network_connection": (
         "setup", "import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=5)", "raised"),
     "imports_the_reference_solution": (
-        "setup", "from autograder.reference.session2 import Session2Net", "No module named 'autograder.reference.session2'"),
+        "setup", "from instructor.reference.session2 import Session2Net", "No module named 'instructor'"),
     "kills_every_process_it_can_see": (
         "setup", "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError:\n    pass\n"
                  "os.killpg(0, signal.SIGKILL)", "the grading process"),
@@ -641,7 +641,7 @@ def test_grader_killed_with_sigkill_leaves_no_worker_and_its_scratch_is_reaped(t
     path = write(nb, tmp_path / "sleepy", NAME2)
     scratch_root = tmp_path / "scratch"
     env = {**os.environ, sandbox.SCRATCH_ROOT_ENV: str(scratch_root)}
-    proc = subprocess.Popen([sys.executable, "-m", "course_utils", "grade", str(path), "--out", str(tmp_path / "g")],
+    proc = subprocess.Popen([sys.executable, "-m", "course", "grade", str(path), "--out", str(tmp_path / "g")],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def workers():
@@ -696,15 +696,15 @@ def test_records_are_searched_next_to_the_notebook_and_in_its_own_repository_onl
 def test_unsandboxed_grading_says_so_and_a_final_grade_refuses_it(tmp_path, monkeypatch):
     path = write(completed("session2/3_gap"), tmp_path / "sub", "3_gap.ipynb")
     env = {**os.environ, sandbox.ENV: "off"}
-    proc = subprocess.run([sys.executable, "-m", "course_utils", "grade", str(path), "--out", str(tmp_path / "g")],
+    proc = subprocess.run([sys.executable, "-m", "course", "grade", str(path), "--out", str(tmp_path / "g")],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "isolation: none (self-check)" in proc.stdout, proc.stdout + proc.stderr
     saved = json.loads(next((tmp_path / "g").glob("*.json")).read_text())
     assert saved["isolation"] == sandbox.NONE
-    final = subprocess.run([sys.executable, "-m", "course_utils", "grade", str(path), "--final", "--out",
+    final = subprocess.run([sys.executable, "-m", "course", "grade", str(path), "--final", "--out",
                             str(tmp_path / "g2")], env=env, capture_output=True, text=True, timeout=300)
     assert final.returncode == 2 and "a final grade needs the sandbox" in final.stdout + final.stderr, final.stdout
-    allowed = subprocess.run([sys.executable, "-m", "course_utils", "grade", str(path), "--final", "--allow-unisolated",
+    allowed = subprocess.run([sys.executable, "-m", "course", "grade", str(path), "--final", "--allow-unisolated",
                               "--out", str(tmp_path / "g3")], env=env, capture_output=True, text=True, timeout=300)
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
 
@@ -722,7 +722,7 @@ def test_a_folder_of_ten_with_three_crashing_hanging_or_exhausting_memory_gives_
         nb = edit(base, *bad[s][:1], None, bad[s][1]) if s in bad else base
         write(nb, folder / s, NAME2)
     out = tmp_path / "grades"
-    proc = subprocess.run([sys.executable, "-m", "course_utils", "grade", str(folder), "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "course", "grade", str(folder), "--out", str(out),
                            "--timeout", "20"], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     results = {p.name.split("__")[0]: json.loads(p.read_text()) for p in out.glob("*.json")}

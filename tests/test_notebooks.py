@@ -11,8 +11,8 @@ import shutil
 
 import pytest
 
-from autograder.notebooks import execute
-from autograder.release import ROOT
+from instructor.notebooks import execute
+from instructor.release import ROOT
 from course_utils.engine import find_records
 
 pytestmark = [pytest.mark.data, pytest.mark.notebook]
@@ -80,11 +80,11 @@ def test_session3_notebook_all_five_variants_reach_99_4(solution_runs):
 
 
 def test_notebook_definitions_match_the_reference_solutions():
-    """The solution notebooks and autograder/reference hold the same models and configs (one recipe,
+    """The solution notebooks and instructor/reference hold the same models and configs (one recipe,
     two places that need it: notebooks for students, the reference for sweeps and graders)."""
     import torch
 
-    from autograder.reference import session2, session3
+    from instructor.reference import session2, session3
 
     def namespace(path):
         nb = json.loads(path.read_text())

@@ -52,7 +52,7 @@ def test_confusion_and_misclassified_grid_files(tmp_path):
 @pytest.mark.slow
 def test_misclassified_grid_from_a_real_model(mnist_tensors, tmp_path):
     from course_utils.loader import mnist_data
-    from autograder.reference.session2 import Session2Net
+    from instructor.reference.session2 import Session2Net
 
     data = mnist_data(128, tensors=mnist_tensors)
     fig = plot_misclassified(Session2Net(), data, tmp_path / "g.png")  # untrained: plenty of mistakes

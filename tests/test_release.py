@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from autograder import release
+from instructor import release
 
 ROOT = release.ROOT
 

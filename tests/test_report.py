@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from autograder import report
-from autograder.reference import session3
-from autograder.reference.session2 import SESSION2_CONFIG, Session2Net
+from instructor import report
+from instructor.reference import session3
+from instructor.reference.session2 import SESSION2_CONFIG, Session2Net
 from records import fake_record as _fake_record
 
 pytestmark = pytest.mark.data

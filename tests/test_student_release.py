@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from autograder import student_release
+from instructor import student_release
 from submissions import ROOT, completed, write
 
 
@@ -53,7 +53,7 @@ def test_template_grader_runs_on_its_own(template, tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "sessions/done/3_gap.ipynb: session2/3_gap" in proc.stdout and "3/3" in proc.stdout, proc.stdout
     assert "is not implemented yet" in proc.stdout
-    assert "autograder/reference" not in proc.stdout + proc.stderr
+    assert "instructor/reference" not in proc.stdout + proc.stderr
 
 
 def test_workflow_grades_with_a_pinned_grader(tmp_path):

@@ -1,6 +1,12 @@
-"""``python -m course_utils`` / ``course``: data, train, info (and, for instructors, report, release).
+"""``course`` / ``python -m course``: the command table of the course.
 
-Every command prints what it does; failures print one clear line (exit status 1), not a traceback.
+    data, info     the library (course_utils)
+    grade          the grader (autograder; `course grade --help`)
+    train          a named reference run (instructor/reference)
+    report, release  instructor tools (instructor/)
+
+Each command imports its package only when it runs, so a student copy without ``instructor/`` works
+for everything else. Failures print one clear line (exit status 1), not a traceback.
 """
 from __future__ import annotations
 
@@ -11,9 +17,9 @@ import sys
 
 def _reference_runs() -> dict:
     try:
-        from autograder.reference import REFERENCE_RUNS
+        from instructor.reference import REFERENCE_RUNS
     except ImportError:
-        raise SystemExit("error: the reference configs are instructor material (autograder/reference) and are "
+        raise SystemExit("error: the reference configs are instructor material (instructor/reference) and are "
                          "not in this copy of the course; train your own model from the notebook instead") from None
     return REFERENCE_RUNS
 
@@ -34,7 +40,7 @@ def _load_model_class(spec: str):
 
 
 def cmd_data(args) -> int:
-    from .data import MNISTUnavailable, ensure_mnist, raw_dir
+    from course_utils.data import MNISTUnavailable, ensure_mnist, raw_dir
 
     try:
         root = ensure_mnist(args.root, allow_download=not args.offline)
@@ -46,7 +52,8 @@ def cmd_data(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .engine import TARGET_ACCURACY, fit
+    from course_utils.engine import fit
+    from course_utils.policy import TARGET_ACCURACY
 
     runs = _reference_runs()
     if args.name not in runs:
@@ -71,7 +78,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .inspection import describe, parameter_table
+    from course_utils.inspection import describe, parameter_table
 
     obj = _load_model_class(args.model)
     model = obj() if isinstance(obj, type) or callable(obj) else obj
@@ -83,9 +90,9 @@ def cmd_info(args) -> int:
 
 def _instructor(module: str, argv: list[str]) -> int:
     try:
-        mod = importlib.import_module(f"autograder.{module}")
+        mod = importlib.import_module(f"instructor.{module}")
     except ImportError:
-        raise SystemExit(f"error: `course {module}` is an instructor command (autograder/) and is not in this copy "
+        raise SystemExit(f"error: `course {module}` is an instructor command (instructor/) and is not in this copy "
                          "of the course") from None
     return mod.main(argv)
 
@@ -130,7 +137,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["grade"]:  # all of its options belong to the grader
         try:
-            from autograder.grade import main as grade_main
+            from autograder.grade import main as grade_main  # noqa: I001
         except ImportError:
             raise SystemExit("error: the grader (autograder/) is not in this copy of the course") from None
         return grade_main(argv[1:])

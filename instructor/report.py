@@ -1,6 +1,6 @@
 """Render the session reports from run records: ``sessions/session2/README.md``, ``sessions/session3/README.md``.
 
-    python -m autograder.report [--runs-dir runs] [--session session3]        (make report)
+    python -m instructor.report [--runs-dir runs] [--session session3]        (make report)
 
 Every number comes from a run record under ``runs/`` (written by ``make reproduce`` and
 ``make seeds``); the Target and Analysis text of each Session 2 iteration is read from its solution
@@ -13,9 +13,10 @@ import json
 import statistics
 from pathlib import Path
 
-from autograder.policy import POLICIES
-from autograder.reference.session2 import SESSION2_CONFIG
-from course_utils.engine import TARGET_ACCURACY, find_records, records_of
+from course_utils.policy import POLICIES
+from instructor.reference.session2 import SESSION2_CONFIG
+from course_utils.engine import find_records, records_of
+from course_utils.policy import TARGET_ACCURACY
 from course_utils.notebook import results_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,7 +130,7 @@ def session2(runs_dir, out_dir: Path) -> str:
 
 
 def session3(runs_dir, out_dir: Path) -> str:
-    from autograder.reference import session3 as ref
+    from instructor.reference import session3 as ref
     from course_utils.loader import mnist_data
     from course_utils.plots import plot_curves, plot_misclassified
 

@@ -1,12 +1,13 @@
 """Build the student-facing template repository (GitHub Classroom starter code).
 
-    python -m autograder.student_release [--out build/student-template]     (make student-release)
+    python -m instructor.student_release [--out build/student-template]     (make student-release)
 
 The template holds what a student needs and nothing an instructor keeps back:
 
 * ``sessions/``   the generated student notebooks (stubs, visible tests only);
-* ``course_utils/`` the course library, and the grader (``autograder/`` without ``reference/``
-  and without the instructor tools ``release``/``report``/``notebooks``/``student_release``);
+* ``course_utils/`` the course library, ``autograder/`` the grader and ``course/`` the command
+  front door, each copied whole (the instructor tools and reference solutions live in
+  ``instructor/``, which is not copied);
 * ``pyproject.toml``, ``environment.yml``, a student ``Makefile`` and ``README.md``;
 * ``.github/workflows/grade.yml``: on every push, installs the environment, provisions MNIST and
   runs ``pytest autograder --submission sessions`` (checkpoint mode: the run records the student
@@ -24,8 +25,6 @@ from pathlib import Path
 
 from .release import MARKERS, ROOT, _solution_lines
 
-#: instructor-only parts of autograder/ (reference solutions and tools that need solutions/)
-INSTRUCTOR_ONLY = ("reference", "release.py", "report.py", "notebooks.py", "student_release.py")
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints", "runs", "*.egg-info")
 
 WORKFLOW = """\
@@ -62,12 +61,11 @@ jobs:
         run: |
           if [ -n "$COURSE_REPO" ]; then
             git clone --quiet "$COURSE_REPO" /tmp/course && git -C /tmp/course checkout --quiet "$COURSE_REF"
-            for d in autograder course_utils; do rm -rf "$d" && cp -r "/tmp/course/$d" "$d"; done
-            rm -rf autograder/reference
+            for d in autograder course_utils course; do rm -rf "$d" && cp -r "/tmp/course/$d" "$d"; done
           fi
           sha256sum --check --quiet grader.sha256 || {{ echo "::error::grader files differ from the pinned copy (grader.sha256)"; exit 1; }}
       - name: MNIST (verified by MD5)
-        run: python -m course_utils data
+        run: python -m course data
       - name: Grade
         run: python -m pytest autograder --submission sessions --grade-json grade.json -p no:cacheprovider -q
       - name: Score table
@@ -111,11 +109,11 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 data: setup
-\t@$(PY) -m course_utils data
+\t@$(PY) -m course data
 
 # grade every notebook under sessions/ from the run records next to it, as CI does
 grade: data
-\t@$(PY) -m course_utils grade sessions
+\t@$(PY) -m course grade sessions
 """
 
 README = """\
@@ -140,11 +138,11 @@ Grade one notebook locally: `.venv/bin/course grade sessions/session2/4_bn_dropo
 
 
 def manifest(template: Path) -> str:
-    """``sha256sum``-format lines for every grader file (autograder/, course_utils/) of a template."""
+    """``sha256sum``-format lines for every grader file (autograder/, course_utils/, course/) of a template."""
     import hashlib
 
     lines = []
-    for d in ("autograder", "course_utils"):
+    for d in ("autograder", "course_utils", "course"):
         for p in sorted((template / d).rglob("*")):
             if p.is_file() and "__pycache__" not in p.parts:
                 lines.append(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(template).as_posix()}")
@@ -163,9 +161,8 @@ def build(out: Path, root: Path = ROOT, course_repo: str = "", course_ref: str =
         dest.mkdir(parents=True)
         for nb in sorted(a.glob("*.ipynb")):
             shutil.copy(nb, dest / nb.name)
-    shutil.copytree(root / "course_utils", out / "course_utils", ignore=IGNORE)
-    shutil.copytree(root / "autograder", out / "autograder",
-                    ignore=shutil.ignore_patterns(*INSTRUCTOR_ONLY, "__pycache__", "*.pyc"))
+    for package in ("course_utils", "autograder", "course"):
+        shutil.copytree(root / package, out / package, ignore=IGNORE)
     for name in ("pyproject.toml", "environment.yml"):
         shutil.copy(root / name, out / name)
     text = (out / "pyproject.toml").read_text()

@@ -1,6 +1,6 @@
 """Execute course notebooks headless (tests, ``make reproduce``) and collect what went wrong per cell.
 
-    python -m autograder.notebooks solutions/session2/4_bn_dropout.ipynb [...]   (full length)
+    python -m instructor.notebooks solutions/session2/4_bn_dropout.ipynb [...]   (full length)
 
 Run records go to ``$COURSE_RUNS`` (``make reproduce`` points it at the repository's ``runs/``), so
 no training output lands inside ``solutions/`` (nbgrader would copy it over submissions).

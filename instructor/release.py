@@ -1,7 +1,7 @@
 """Generate the student notebooks (``sessions/``) from the solution notebooks (``solutions/``).
 
-    python -m autograder.release            regenerate sessions/<assignment>/*.ipynb   (make release)
-    python -m autograder.release --check    fail when sessions/ is stale, leaks a solution or a
+    python -m instructor.release            regenerate sessions/<assignment>/*.ipynb   (make release)
+    python -m instructor.release --check    fail when sessions/ is stale, leaks a solution or a
                                             hidden test, or any committed notebook has outputs
 
 ``nbgrader generate_assignment`` runs in a scratch copy of the course, so the repository's own
