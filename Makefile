@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup data run test test-fast bench bench-epoch release check-release reproduce seeds frontier report grade student-release clean
+.PHONY: help setup sandbox data run test test-fast bench bench-epoch release check-release reproduce seeds frontier report grade student-release clean
 
 help:
 	@echo "make run        train the Session 2 reference model (set-up included) and print its results"
@@ -18,6 +18,7 @@ help:
 	@echo "make test-fast  the suite without the slow (training) tests"
 	@echo "make setup      create $(VENV) and install the course package (editable)"
 	@echo "make data       provision and verify MNIST under ./data (or \$$COURSE_DATA)"
+	@echo "make sandbox    install bubblewrap, the grader's sandbox (Debian/Ubuntu, as root); without it grades are self-checks"
 	@echo "make bench      time to 99.4%: the seed-style pipeline vs the Session 2 reference (about 12 minutes)"
 	@echo "make bench-epoch  one epoch of each pipeline, side by side"
 	@echo "make release    regenerate the student notebooks sessions/ from solutions/ (nbgrader)"
@@ -39,6 +40,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 setup: $(STAMP)
+
+sandbox:
+	@command -v bwrap >/dev/null && echo ">> bubblewrap already installed: $$(bwrap --version)" || \
+		{ apt-get install -y -q bubblewrap || { apt-get update -q && apt-get install -y -q bubblewrap; }; }
 
 data: setup
 	@$(PY) -m course data

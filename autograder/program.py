@@ -61,10 +61,6 @@ class GraphRejected(Exception):
     """The exported graph breaks a rule (or is not a graph the judge can run); the message says which."""
 
 
-class FullyConnected(GraphRejected):
-    """The graph contains what the course counts as a fully connected layer."""
-
-
 def _resolve(target: str):
     import torch
 

@@ -50,10 +50,6 @@ class EvalResult:
     targets: torch.Tensor
 
     @property
-    def correct(self) -> int:
-        return int((self.predictions == self.targets).sum())
-
-    @property
     def wrong_indices(self) -> torch.Tensor:
         return (self.predictions != self.targets).nonzero().flatten()
 

@@ -20,7 +20,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from course_utils.config import TrainConfig
 
 from .session2 import SESSION2_CONFIG
 
@@ -87,12 +86,6 @@ VARIANTS = {
     "GBN": (GBN_SPLITS, 0.0, BASE.replace(name="s3-gbn", notes=GBN_NOTES)),
     "L1+L2+GBN": (GBN_SPLITS, L1_WEIGHT, BASE.replace(name="s3-l1-l2-gbn", weight_decay=WEIGHT_DECAY, notes=GBN_NOTES)),
 }
-
-#: the course documents' own Session 3 recipe, for comparison (SGD 0.01, no schedule, no augmentation,
-#: L1 1e-4 over all parameters, weight decay 1e-5, 25 epochs)
-DOCUMENTS_CONFIG = TrainConfig(name="documents", epochs=25, batch_size=128, lr=0.01, momentum=0.9,
-                               scheduler="none", notes="course documents' Session 3 recipe")
-
 
 def variant(name: str):
     """``(model factory, config, penalties)`` of a named variant, ready for ``fit``."""
