@@ -58,10 +58,10 @@ test-fast: data
 	@$(PY) -m pytest -m "not slow"
 
 bench: data
-	@$(PY) benchmarks/time_to_target.py
+	@$(PY) -m benchmarks.time_to_target
 
 bench-epoch: data
-	@$(PY) benchmarks/pipeline_speed.py
+	@$(PY) -m benchmarks.pipeline_speed
 
 release: setup
 	@$(PY) -m instructor.release
@@ -78,11 +78,11 @@ reproduce: data
 	@$(MAKE) --no-print-directory seeds report
 
 seeds: data
-	@$(PY) benchmarks/seeds.py --seeds $(SEEDS) --workers $(WORKERS)
+	@$(PY) -m benchmarks.seeds --seeds $(SEEDS) --workers $(WORKERS)
 
 FRONTIER ?= w7632
 frontier: data
-	@$(PY) benchmarks/frontier.py --candidates $(FRONTIER) --seeds $(SEEDS) --workers $(WORKERS)
+	@$(PY) -m benchmarks.frontier --candidates $(FRONTIER) --seeds $(SEEDS) --workers $(WORKERS)
 
 REPORT ?= session2 session3
 report: data

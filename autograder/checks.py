@@ -136,9 +136,9 @@ def _record(record):
         return submitted_record(record)
     if not isinstance(record, str):
         return record
-    from course_utils.engine import find_records, runs_root
+    from course_utils.records import runs_root, select
 
-    found = find_records(record)
+    found = select(record)
     if not found:
         _fail(f"No run record named {record!r} under {runs_root()}: run the training cell first (and submit the "
               "runs/ folder with your notebook).")

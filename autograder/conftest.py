@@ -53,7 +53,8 @@ def pytest_generate_tests(metafunc):
         except ValueError:
             params.append(pytest.param(str(nb), None, id=f"{nb.stem}::identify"))
             continue
-        params += [pytest.param(str(nb), c.id, id=f"{nb.parent.name}/{nb.stem}::{c.id}[{c.points}pt]", marks=pytest.mark.points(c.points))
+        params += [pytest.param(str(nb), c.id, id=f"{nb.parent.name}/{nb.stem}::{c.id}[{c.points}pt]",
+                                marks=pytest.mark.points(c.points))
                    for c in checks]
     metafunc.parametrize(("submission", "check_id"), params)
 

@@ -378,7 +378,8 @@ def find_notebooks(paths) -> list[Path]:
 
 
 def _json_name(path: Path, base: Path | None) -> str:
-    rel = path.resolve().relative_to(base.resolve()) if base and path.resolve().is_relative_to(base.resolve()) else Path(path.name)
+    inside = base is not None and path.resolve().is_relative_to(base.resolve())
+    rel = path.resolve().relative_to(base.resolve()) if inside else Path(path.name)
     return "__".join(rel.with_suffix("").parts) + ".json"
 
 
@@ -386,13 +387,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="course grade", description=__doc__.split("\n\n")[0],
                                  epilog="Exit status: 0 when every check of every notebook passes, 1 otherwise.")
     ap.add_argument("paths", nargs="+", help="notebook(s) or folder(s) of notebooks")
-    ap.add_argument("--retrain", action="store_true", help="retrain from scratch with the grader's seed, then grade")
+    ap.add_argument("--retrain", action="store_true",
+                    help="retrain from scratch on the training set (each config's own seed, or --seed), then grade")
     ap.add_argument("--seed", type=int, default=GRADER_SEED,
                     help="retrain mode: train with this seed instead of each config's own seed")
     ap.add_argument("--assignment", help="e.g. session2/4_bn_dropout (default: from the file name)")
     ap.add_argument("--runs-dir", action="append", help="where the submission's run records are (repeatable)")
     ap.add_argument("--out", default="grades", help="folder for the JSON results (default ./grades)")
-    ap.add_argument("--timeout", type=float, help="seconds per grading process")
+    ap.add_argument("--timeout", type=float, help="seconds for one notebook, all its grading processes together")
     ap.add_argument("--memory-gb", type=float, default=MEMORY_LIMIT / 2**30, help="memory limit per grading process")
     ap.add_argument("--final", action="store_true",
                     help="an instructor's final grade: refuse to run student code outside the sandbox (bubblewrap)")

@@ -184,7 +184,8 @@ def ghost_batch_norm(cases: list[tuple[tuple, dict]]) -> str:
             _fail(f"GhostBatchNorm({channels}, {splits}) fails on a training batch of "
                   f"{inp['train'][len(steps) - 1][0].shape[0]}: {last['error']}")
         if len(steps) != len(inp["train"]):
-            _fail(f"GhostBatchNorm({channels}, {splits}) produced {len(steps)} training steps for {len(inp['train'])} batches")
+            _fail(f"GhostBatchNorm({channels}, {splits}) produced {len(steps)} training steps for "
+                  f"{len(inp['train'])} batches")
         for (x, _), step in zip(inp["train"], steps):
             shapes = {"out": x.shape, "grad": x.shape, "eval": inp["eval"].shape, "single": inp["eval"].shape}
             for field_, shape in shapes.items():
@@ -298,7 +299,8 @@ def penalty(res: dict, kind: str = "l1") -> str:
         }
         _fail(f"{name} gives {float(value):.4f}; the sum of {what} over conv weights is {float(expected):.4f}. "
               f"Cover every conv weight and only those (not conv biases, BN gamma/beta). For reference: conv "
-              f"weights {parts['conv weights']:.4f}, conv biases {parts['conv biases']:.4f}, BN {parts['BN gamma/beta']:.4f}.")
+              f"weights {parts['conv weights']:.4f}, conv biases {parts['conv biases']:.4f}, "
+              f"BN {parts['BN gamma/beta']:.4f}.")
     if not res.get("requires_grad"):
         _fail(f"{name}'s result has no gradient: compute it from the parameters with torch ops (no .item()/.detach())")
     if "backward_error" in res:
@@ -490,13 +492,13 @@ def submitted_record(config, runs_dirs=None):
     the closest record of that name and the settings in which it differs. ``runs_dirs`` defaults to
     the course runs folder.
     """
-    from course_utils.engine import find_records, runs_root
+    from course_utils.records import runs_root, select
 
     dirs = list(runs_dirs) if runs_dirs is not None else [runs_root()]
-    named = sorted((r for d in dirs for r in find_records(config.name, d)), key=lambda r: r.path.name)
-    exact = [r for r in named if r.config == config]
+    exact = select(config, dirs)
     if exact:
         return exact[-1]
+    named = select(config.name, dirs)
     where = ", ".join(str(d) for d in dirs) or "(no runs folder)"
     if not named:
         _fail(f"No run record named {config.name!r} in {where}. Run the training cell and submit the "

@@ -65,7 +65,8 @@ def why_not_sandboxed() -> str | None:
 
 def _ro_paths() -> list[Path]:
     paths = [Path(p) for p in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc/ld.so.cache",
-                               "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/passwd", "/etc/group")]
+                               "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/passwd", "/etc/group",
+                               "/etc/fonts")]
     paths += [Path(sys.base_prefix), Path(sys.prefix)]
     paths += [ROOT / "autograder", ROOT / "course_utils"]
     seen, out = set(), []

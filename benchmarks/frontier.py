@@ -1,7 +1,7 @@
 """Parameter frontier: how small can a course-style network be and still reach 99.4% on every seed?
 
-    python benchmarks/frontier.py --seeds 1 2 3 4 5 6 7 8 9 10      (make frontier)
-    python benchmarks/frontier.py --candidates w4692,w4884 --seeds 1 2 3 --workers 2   (screening)
+    python -m benchmarks.frontier --seeds 1 2 3 4 5 6 7 8 9 10      (make frontier)
+    python -m benchmarks.frontier --candidates w4692,w4884 --seeds 1 2 3 --workers 2   (screening)
 
 "Course style" is the Session 2 reference's layout with other widths: 3x3 conv blocks (Conv -> ReLU
 -> BatchNorm -> Dropout2d, no bias) before one max-pool, 3x3 conv blocks after it, global average
@@ -13,22 +13,18 @@ Run records go to ``runs/`` like the seed sweep's (an interrupted run resumes).
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch.nn as nn
 import torch.nn.functional as F
 
+from course_utils.policy import POLICIES
+from instructor.reference.session2 import SESSION2_CONFIG, conv_block
+from course_utils.inspection import count_parameters
+from benchmarks.seeds import matching_records, run_jobs, summary, train_one
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from course_utils.policy import POLICIES  # noqa: E402
-from instructor.reference.session2 import SESSION2_CONFIG, conv_block  # noqa: E402
-from course_utils.inspection import count_parameters  # noqa: E402
-from seeds import matching_records, run_jobs, summary, train_one  # noqa: E402
-
 
 class WidthNet(nn.Module):
     """``Session2Net``'s layout with the given widths: ``WidthNet((8, 12, 16), (16, 16, 16))`` is the

@@ -1,6 +1,6 @@
 """One training epoch, side by side: the seed-style per-sample DataLoader vs the in-memory pipeline.
 
-    make bench-epoch    (or: python benchmarks/pipeline_speed.py [--epochs N])
+    make bench-epoch    (or: python -m benchmarks.pipeline_speed [--epochs N])
 
 Rows, one process on this machine (the first two on the documents' 9,920-parameter ``SeedNet``):
   seed-style   torchvision MNIST + ToTensor/Normalize per sample, DataLoader batch 64 (shuffled),
@@ -15,24 +15,20 @@ Results are printed and written to benchmarks/results/pipeline_speed.json.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from instructor.reference.session2 import SESSION2_CONFIG, SeedNet, Session2Net
+from course_utils.data import load_uint8, torchvision_datasets
+from course_utils.engine import evaluate, make_optimizer, make_scheduler
+from course_utils.loader import mnist_data
+from course_utils.seed import seed_everything
+from benchmarks.results_file import write_results
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from instructor.reference.session2 import SESSION2_CONFIG, SeedNet, Session2Net  # noqa: E402
-from course_utils.data import load_uint8, torchvision_datasets  # noqa: E402
-from course_utils.engine import evaluate, make_optimizer, make_scheduler  # noqa: E402
-from course_utils.loader import mnist_data  # noqa: E402
-from course_utils.seed import seed_everything  # noqa: E402
-from results_file import write_results  # noqa: E402
-
 
 def train_epoch(model, loader, optimizer, scheduler=None, channels_last=False):
     model.train()

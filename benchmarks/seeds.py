@@ -1,6 +1,6 @@
 """Train the graded reference configurations over several seeds and print min / mean / max.
 
-    python benchmarks/seeds.py --seeds 1 2 3            (make seeds SEEDS="1 2 3")
+    python -m benchmarks.seeds --seeds 1 2 3            (make seeds SEEDS="1 2 3")
 
 Configurations: the Session 2 reference (iteration 4) and the five Session 3 variants, exactly as
 the solution notebooks train them (a test checks that the notebooks and instructor/reference agree).
@@ -9,7 +9,7 @@ there is not trained again, so an interrupted sweep resumes. ``make report`` rea
 
 Trying a recipe change over seeds (records of a changed config never count for the reference):
 
-    python benchmarks/seeds.py --only GBN --seeds 1 2 3 --set translate=0.1 --epochs 20
+    python -m benchmarks.seeds --only GBN --seeds 1 2 3 --set translate=0.1 --epochs 20
 
 Screening a change cheaply: ``--fail-fast`` stops at the first run that misses the grading policy, so
 list first the seeds that the current recipe finds hardest.
@@ -18,20 +18,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 
+from course_utils.policy import POLICIES
+from instructor.reference import session3
+from instructor.reference.session2 import SESSION2_CONFIG, Session2Net
+from course_utils.data import load_uint8
+from course_utils.engine import fit
+from course_utils.records import load_record, select
+from course_utils.inspection import count_parameters
+from course_utils.loader import data_for
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from course_utils.policy import POLICIES  # noqa: E402
-from instructor.reference import session3  # noqa: E402
-from instructor.reference.session2 import SESSION2_CONFIG, Session2Net  # noqa: E402
-from course_utils.data import load_uint8  # noqa: E402
-from course_utils.engine import fit, load_record, records_of  # noqa: E402
-from course_utils.inspection import count_parameters  # noqa: E402
-from course_utils.loader import data_for  # noqa: E402
-
 
 def configurations(epochs: int | None = None, overrides: dict | None = None):
     """label -> (session, model factory, config, penalties); ``epochs`` and ``overrides`` (TrainConfig
@@ -134,8 +132,7 @@ def train_one(label: str, factory, cfg, runs_dir, policy, penalties=None) -> tup
 def matching_records(config, n_params: int, runs_dir) -> list:
     """Complete records of ``config`` (any seed) whose network has ``n_params`` parameters: records of
     another recipe, or of an earlier architecture under the same config name, do not count. In seed order."""
-    recs = [r for r in records_of(config, runs_dir) if r.metrics.get("parameters") == n_params]
-    return sorted(recs, key=lambda r: r.config.seed)
+    return sorted(select(config, runs_dir, any_seed=True, parameters=n_params), key=lambda r: r.config.seed)
 
 
 def main(argv=None) -> int:

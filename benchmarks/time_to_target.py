@@ -1,6 +1,6 @@
 """Time to 99.4%: the seed-style pipeline against the Session 2 reference, in one run on one machine.
 
-    make bench          (or: python benchmarks/time_to_target.py [--only seed-style|reference])
+    make bench          (or: python -m benchmarks.time_to_target [--only seed-style|reference])
 
 Each pipeline trains in a fresh Python process, started by this script, so "time to 99.4%" is wall
 time from process start (interpreter, imports and data loading included) to the end of the first
@@ -30,10 +30,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks.results_file import write_results
 
-from results_file import write_results  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TARGET = 99.4
 PIPELINES = ("seed-style", "reference")
@@ -42,7 +41,6 @@ MARK = "@@bench "
 
 def child(name: str, t0: float, max_steps: int | None, epochs: int | None) -> None:
     """Train one pipeline and print one marked JSON line per epoch (seconds since ``t0``)."""
-    sys.path.insert(0, str(ROOT))
     import torch
 
     from instructor.reference.session2 import SEED_CONFIG, SESSION2_CONFIG, SeedNet, Session2Net
@@ -76,7 +74,7 @@ def child(name: str, t0: float, max_steps: int | None, epochs: int | None) -> No
 
 def run_pipeline(name: str, max_steps: int | None, epochs: int | None) -> dict:
     t0 = time.time()
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--t0", repr(t0)]
+    cmd = [sys.executable, "-m", "benchmarks.time_to_target", "--child", name, "--t0", repr(t0)]
     if max_steps:
         cmd += ["--max-steps", str(max_steps)]
     if epochs:

@@ -1,20 +1,15 @@
-"""The one training loop of the course: ``fit`` trains, ``evaluate`` measures, run records persist.
+"""The one training loop of the course: ``fit`` trains, ``evaluate`` measures; each run leaves a run
+record (:mod:`course_utils.records`: the layout, and the one rule that selects records) under the runs
+directory (``$COURSE_RUNS`` or ``./runs``, gitignored).
 
-Every notebook and grader calls these instead of writing its own loop. A run writes a folder under
-the runs directory (``$COURSE_RUNS`` or ``./runs``, gitignored)::
-
-    runs/<name>-<YYYYmmdd-HHMMSS>-s<seed>/
-        config.json    the frozen TrainConfig
-        metrics.json   per-epoch history, best/final test accuracy, parameters, timings, versions
-        model.pt       the final state_dict (the checkpoint graders evaluate)
+Every notebook and grader calls these instead of writing its own loop.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Mapping
@@ -28,16 +23,10 @@ from .inspection import count_parameters
 from .loader import MNISTData, data_for
 from .perf import tune_allocator
 from .policy import TARGET_ACCURACY
+from .records import RUNS_ENV, RunRecord, find_records, load_record, records_of, runs_root, save_record, select  # noqa: F401
 from .seed import seed_everything
 
-RUNS_ENV = "COURSE_RUNS"
-
 Penalty = Callable[[nn.Module], torch.Tensor]
-
-
-def runs_root(runs_dir: str | os.PathLike | None = None) -> Path:
-    """Where run records go: the argument, else ``$COURSE_RUNS``, else ``./runs``."""
-    return Path(runs_dir or os.environ.get(RUNS_ENV) or "runs").expanduser().resolve()
 
 
 @dataclass
@@ -54,33 +43,16 @@ class EvalResult:
         return (self.predictions != self.targets).nonzero().flatten()
 
 
-@dataclass
-class RunResult:
-    """What ``fit`` returns: the trained model, its per-epoch history and where the record lives."""
+@dataclass(repr=False)
+class RunResult(RunRecord):
+    """What ``fit`` returns: the run's record (folder, config, metrics with the per-epoch history) and
+    the trained model in memory. ``load_state_dict()`` reads the checkpoint on disk, what graders evaluate."""
 
-    model: nn.Module
-    config: TrainConfig
-    history: list[dict]
-    metrics: dict
-    run_dir: Path | None = None
+    model: nn.Module | None = None
 
     @property
-    def checkpoint(self) -> Path:
-        if self.run_dir is None:
-            raise FileNotFoundError("This run was not recorded (record=False): it has no checkpoint file")
-        return self.run_dir / "model.pt"
-
-    def load_state_dict(self) -> dict:
-        """The checkpoint as saved on disk (what graders evaluate), not the model in memory."""
-        return torch.load(self.checkpoint, map_location="cpu", weights_only=True)
-
-    @property
-    def best_test_accuracy(self) -> float:
-        return self.metrics["best_test_accuracy"]
-
-    @property
-    def final_test_accuracy(self) -> float:
-        return self.metrics["final_test_accuracy"]
+    def run_dir(self) -> Path | None:
+        return self.path
 
     def __repr__(self) -> str:
         return (f"RunResult({self.config.name!r}, epochs={len(self.history)}, "
@@ -272,7 +244,7 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
 
     metrics = summarize(history, config=config, n_params=n_params, penalties=sorted(penalties),
                         wall_seconds=time.perf_counter() - t_fit, started=started, model=model)
-    result = RunResult(model, config, history, metrics, run_dir)
+    result = RunResult(run_dir, config, metrics, model)
     if run_dir is not None:
         save_record(result)
     if data.test is not None:
@@ -322,63 +294,3 @@ def _new_run_dir(root: Path, config: TrainConfig, started: datetime) -> Path:
             i += 1
             path = base.with_name(f"{base.name}-{i}")
 
-
-def save_record(result: RunResult) -> None:
-    d = result.run_dir
-    (d / "metrics.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
-    state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
-    tmp = d / ".model.pt.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, d / "model.pt")
-
-
-@dataclass
-class RunRecord:
-    """A run record read back from disk."""
-
-    path: Path
-    config: TrainConfig
-    metrics: dict = field(repr=False)
-
-    @property
-    def history(self) -> list[dict]:
-        return self.metrics["history"]
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.path / "model.pt"
-
-    def load_state_dict(self) -> dict:
-        return torch.load(self.checkpoint, map_location="cpu", weights_only=True)
-
-
-def load_record(path: str | os.PathLike) -> RunRecord:
-    """Read ``config.json`` + ``metrics.json`` of a run folder, with a clear error when incomplete."""
-    path = Path(path)
-    missing = [n for n in ("config.json", "metrics.json", "model.pt") if not (path / n).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{path} is not a complete run record: missing {', '.join(missing)} "
-                                "(was the run interrupted before it finished?)")
-    return RunRecord(path, TrainConfig.load(path / "config.json"), json.loads((path / "metrics.json").read_text()))
-
-
-def find_records(name: str | None = None, runs_dir: str | os.PathLike | None = None) -> list[RunRecord]:
-    """Complete run records under the runs directory (optionally only those of config ``name``),
-    oldest first."""
-    root = runs_root(runs_dir)
-    out = []
-    for d in sorted(root.glob("*/metrics.json")) if root.is_dir() else []:
-        try:
-            rec = load_record(d.parent)
-        except (FileNotFoundError, ValueError, json.JSONDecodeError):
-            continue
-        if name is None or rec.config.name == name:
-            out.append(rec)
-    out.sort(key=lambda r: r.metrics.get("started_utc") or "")
-    return out
-
-
-def records_of(config: TrainConfig, runs_dir: str | os.PathLike | None = None) -> list[RunRecord]:
-    """Complete records trained with exactly ``config`` apart from its seed (any seed), oldest first:
-    runs that tried another recipe under the same name do not count."""
-    return [r for r in find_records(config.name, runs_dir) if r.config == config.replace(seed=r.config.seed)]

@@ -5,7 +5,8 @@
 
 * ``NBGRADER_EXECUTION`` (set by nbgrader while it validates or autogrades): the notebook does not
   retrain; ``train`` loads the latest complete run record trained with that config (or, failing that,
-  the latest of that config's name), which the student submits with the notebook, and the grading cells evaluate its checkpoint themselves. Retraining
+  the latest of that config's name), which the student submits with the notebook, and the grading
+  cells evaluate its checkpoint themselves. Retraining
   inside nbgrader would take minutes per notebook and hit its cell timeout.
 * ``COURSE_QUICK=1``: a smoke run of one short epoch, allowed only where the notebook says
   ``quick_ok=True`` (Session 2 iterations 1-3, whose accuracy is not graded). Graded runs ignore it.
@@ -19,7 +20,8 @@ import torch.nn as nn
 
 from .config import TrainConfig
 from .policy import TARGET_ACCURACY
-from .engine import RunResult, find_records, fit, runs_root
+from .engine import RunResult, fit, runs_root
+from .records import select
 from .loader import data_for
 
 QUICK_ENV = "COURSE_QUICK"
@@ -40,16 +42,14 @@ def load_latest(model_cls: Callable[[], nn.Module], config: TrainConfig | str, r
     the grading cells then say which settings differ), checkpoint loaded into ``model_cls()``.
     ``config`` may also be just a config name."""
     name = config if isinstance(config, str) else config.name
-    records = find_records(name, runs_dir)
-    if not isinstance(config, str):
-        records = [r for r in records if r.config == config] or records
+    records = (select(config, runs_dir) if not isinstance(config, str) else []) or select(name, runs_dir)
     if not records:
         raise FileNotFoundError(f"No run record named {name!r} under {runs_root(runs_dir)}: run the training cell "
                                 "(without nbgrader) and submit the runs/ folder with the notebook.")
     rec = records[-1]
     model = model_cls()
     model.load_state_dict(rec.load_state_dict())
-    return RunResult(model, rec.config, rec.history, rec.metrics, rec.path)
+    return RunResult(rec.path, rec.config, rec.metrics, model)
 
 
 def train(model_cls: Callable[[], nn.Module], config: TrainConfig, *, penalties: Mapping | None = None,
@@ -95,7 +95,7 @@ def show_results(run, *, curves: bool = True):
     whose newest run record under ``./runs`` is read. Without a record yet, say so instead of failing.
     Returns the run (or ``None``)."""
     if isinstance(run, str):
-        records = find_records(run)
+        records = select(run)
         if not records:
             print(f"No run record named {run!r} under {runs_root()} yet: run the training cell first.")
             return None

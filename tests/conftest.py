@@ -9,6 +9,17 @@ from course_utils.data import ensure_mnist, load_uint8
 torch.set_num_threads(max(1, torch.get_num_threads()))
 
 
+DATA_FIXTURES = {"mnist_root", "mnist_tensors"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that needs the real MNIST (directly or through another fixture) carries the ``data``
+    marker, so ``pytest -m "not data"`` runs exactly the tests that need no data set."""
+    for item in items:
+        if DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.data)
+
+
 @pytest.fixture(scope="session")
 def mnist_root():
     """The verified data root (``$COURSE_DATA`` or ./data); provisions MNIST if it is not there."""

@@ -14,7 +14,7 @@ def fake_record(runs, model, config, finals):
     started = datetime.now(timezone.utc)
     metrics = summarize(history, config=config, n_params=sum(p.numel() for p in model.parameters()), started=started,
                         model=model)
-    result = RunResult(model, config, history, metrics, _new_run_dir(runs, config, started))
+    result = RunResult(_new_run_dir(runs, config, started), config, metrics, model)
     config.save(result.run_dir / "config.json")
     save_record(result)
     return metrics

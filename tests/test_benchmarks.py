@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.data
 def test_time_to_target_smoke_run_writes_rows_and_a_table(tmp_path):
     out = tmp_path / "ttt.json"
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "time_to_target.py"), "--max-steps", "3",
-                        "--epochs", "1", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-m", "benchmarks.time_to_target", "--max-steps", "3",
+                        "--epochs", "1", "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
     res = json.loads(out.read_text())
     assert res["smoke_test"] is True and set(res["rows"]) == {"seed-style", "reference"}
@@ -30,8 +30,7 @@ def test_time_to_target_smoke_run_writes_rows_and_a_table(tmp_path):
 
 
 def test_ratio_is_a_lower_bound_when_the_seed_style_run_never_reaches_the_target():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from time_to_target import ratio
+    from benchmarks.time_to_target import ratio
 
     ref = {"time_to_target_s": 50.0, "total_s": 80.0}
     assert ratio({"seed-style": {"time_to_target_s": 500.0, "total_s": 700.0}, "reference": ref}) == (10.0, False)
@@ -61,8 +60,7 @@ def test_frontier_widths_reproduce_the_reference_and_its_table_requires_every_se
     from course_utils.inspection import count_parameters
     from records import fake_record
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import frontier
+    from benchmarks import frontier
 
     ref, wide = Session2Net().eval(), frontier.WidthNet((8, 12, 16), (16, 16, 16)).eval()
     wide.load_state_dict(ref.state_dict())
@@ -90,8 +88,7 @@ def test_frontier_widths_reproduce_the_reference_and_its_table_requires_every_se
 
 
 def test_seeds_overrides_are_typed_and_reject_unknown_fields():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import seeds
+    from benchmarks import seeds
 
     assert seeds.parse_overrides(["translate=0.1", "epochs=20", "nesterov=false"]) == \
         {"translate": 0.1, "epochs": 20, "nesterov": False}
@@ -103,8 +100,7 @@ def test_seeds_overrides_are_typed_and_reject_unknown_fields():
 
 
 def test_fail_fast_stops_a_sweep_at_the_first_run_that_misses_the_policy(capsys):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import seeds
+    from benchmarks import seeds
 
     trained = []
 

@@ -22,7 +22,7 @@ def test_curves_for_several_runs_on_one_figure(tmp_path):
     fig = plot_curves({"L1+BN": _history(), "GBN": _history(0.2)}, tmp_path / "curves.png", splits=("test",))
     assert _is_png(tmp_path / "curves.png")
     acc_ax = fig.axes[0]
-    labels = [l.get_label() for l in acc_ax.get_lines()]
+    labels = [line.get_label() for line in acc_ax.get_lines()]
     assert labels[:2] == ["L1+BN", "GBN"]
     assert list(acc_ax.get_lines()[1].get_ydata()) == [h["test_accuracy"] for h in _history(0.2)]
 
