@@ -142,9 +142,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs-dir", default=str(ROOT / "runs"))
     ap.add_argument("--workers", type=int, default=1,
                     help="parallel training processes, one torch thread each (default 1: one process "
-                         "with all cores). Small convolutions scale poorly across threads: on the 2-core "
-                         "machine (2026-11-29) one 2-thread process trained the reference at 14.1 s/epoch, "
-                         "two 1-thread processes at 20.5-23.3 s/epoch each, ~1.2-1.35x the throughput")
+                         "with all cores); small convolutions scale poorly across threads (RESULTS.md)")
     ap.add_argument("--epochs", type=int, help="train every configuration for this many epochs instead of "
                     "its recipe's (exploring a recipe change; records count only for the same epoch count)")
     ap.add_argument("--set", action="append", metavar="FIELD=VALUE", default=[],

@@ -7,11 +7,8 @@ field 5, global average pooling and a 1x1 conv to 10 classes; no bias, no fully 
 ``Session2Net`` is the Session 2 reference solution (9,904 parameters), iteration 3's layout with
 batch norm and channel-wise dropout (``Dropout2d``: element-wise dropout's mask generation cost ~40%
 of a training step on this CPU): three 3x3 convs before the max-pool (8, 12, 16 channels, pool at
-RF 7), three 16-channel 3x3 convs after it, global average pooling, a 1x1 conv to 10 classes.
-Measured against ``SeedNet``'s layout (pool at RF 5 after a 1x1 transition) with the same recipe,
-one torch thread, lowest test accuracy of the last 3 of 14 epochs, seeds 1/2/3 (2026-11-29):
-``Session2Net`` 99.49/99.48/99.53, the documents' layout 99.40/99.35/99.37; a cheaper 8,440-parameter
-variant with two convs before the pool 99.40/99.44/99.50.
+RF 7), three 16-channel 3x3 convs after it, global average pooling, a 1x1 conv to 10 classes. Why
+this layout (measured against the documents' one): RESULTS.md, "Design measurements".
 """
 from __future__ import annotations
 
@@ -26,7 +23,7 @@ def conv_block(c_in: int, c_out: int, *, padding: int = 0, dropout: float = 0.05
     """3x3 conv (no bias: BN follows) -> ReLU -> BatchNorm -> Dropout.
 
     The ReLU works in place (the conv's backward does not need its output): one activation-sized
-    copy less per block, measured ~18% off a training step of these small nets on a 2-core CPU."""
+    copy less per block (the measured gain: RESULTS.md, "Design measurements")."""
     drop = nn.Dropout2d(dropout) if channelwise else nn.Dropout(dropout)
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=padding, bias=False), nn.ReLU(inplace=inplace),
                          nn.BatchNorm2d(c_out), drop)
