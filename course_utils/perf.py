@@ -3,8 +3,9 @@
 ``tune_allocator()`` asks glibc's malloc to keep 256 MB of padding at the top of its heap instead of
 handing freed memory back to the operating system after every step. A training step allocates and
 frees activation tensors of a few MB each; without the padding, each step maps fresh pages and pays
-a page fault per 4 KB, which is expensive in virtual machines (measured gain: RESULTS.md).
-The cost is that the process keeps up to that much memory reserved. No effect (and no error) where glibc is not the C library.
+a page fault per 4 KB, which is expensive in virtual machines (measured gain: RESULTS.md). The cost
+is that the process keeps up to that much memory reserved. No effect (and no error) where glibc is
+not the C library.
 ``COURSE_TUNE_ALLOCATOR=0`` in the environment turns it off (the benchmark's seed-style baseline
 runs without it, as the documents' code would).
 """
