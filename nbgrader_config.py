@@ -17,6 +17,6 @@ c.ClearSolutions.code_stub = {
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
 # Training cells take minutes on a CPU; graded runs load the submitted run record instead
-# (the notebooks check NBGRADER_EXECUTION), so this bounds set-up cells, not training.
+# (the notebooks check NBGRADER_EXECUTION), so this bounds set-up cells, not training. (nbgrader's
+# Execute always carries on past a failing cell: allow_errors is not an option it takes.)
 c.Execute.timeout = 600
-c.Execute.allow_errors = True

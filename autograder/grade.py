@@ -378,14 +378,27 @@ def find_notebooks(paths) -> list[Path]:
 
 
 def _json_name(path: Path, base: Path | None) -> str:
+    """The result file's name: the notebook's path under the graded folder, or its folder and name
+    (``alice__4_bn_dropout.json``), so two students' notebooks of one assignment never share a file."""
     inside = base is not None and path.resolve().is_relative_to(base.resolve())
-    rel = path.resolve().relative_to(base.resolve()) if inside else Path(path.name)
-    return "__".join(rel.with_suffix("").parts) + ".json"
+    rel = path.resolve().relative_to(base.resolve()) if inside else Path(path.resolve().parent.name) / path.name
+    return "__".join(p for p in rel.with_suffix("").parts if p) + ".json"
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="course grade", description=__doc__.split("\n\n")[0],
-                                 epilog="Exit status: 0 when every check of every notebook passes, 1 otherwise.")
+    ap = argparse.ArgumentParser(
+        prog="course grade", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Grade course notebooks: the grader runs each notebook's tagged cells in a sandboxed worker "
+                    "and judges\nwhat it produces in this process, then prints a score table and writes a JSON "
+                    "result per notebook.",
+        epilog="modes:\n"
+               "  checkpoint (default)  grade the submitted run records: the judge evaluates their checkpoints\n"
+               "                        itself. Records are searched in runs/ next to the notebook and in the\n"
+               "                        student's repository root (at most two folders up, holding .git),\n"
+               "                        or in --runs-dir.\n"
+               "  retrain (--retrain)   train each graded run again from scratch on the training set, then\n"
+               "                        judge those weights (minutes per notebook).\n\n"
+               "Exit status: 0 when every check of every notebook passes, 1 when one fails, 2 for a usage error.")
     ap.add_argument("paths", nargs="+", help="notebook(s) or folder(s) of notebooks")
     ap.add_argument("--retrain", action="store_true",
                     help="retrain from scratch on the training set (each config's own seed, or --seed), then grade")
@@ -406,6 +419,9 @@ def main(argv=None) -> int:
               "(apt-get install bubblewrap) or pass --allow-unisolated.", file=sys.stderr)
         return 2
 
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        ap.error(f"no such file or folder: {', '.join(missing)}")   # exit status 2, nothing written
     notebooks = find_notebooks(args.paths)
     if not notebooks:
         print(f"error: no notebooks found in {', '.join(args.paths)}", file=sys.stderr)

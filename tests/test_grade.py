@@ -333,3 +333,21 @@ def test_a_new_assignment_is_one_registered_entry(tmp_path):
         assert not passed and "2,072 parameters: the limit is fewer than 800" in msg, msg
     finally:
         ASSIGNMENTS.pop("session4/toy")
+
+
+def test_cli_usage_errors_and_result_names(tmp_path):
+    """A missing file is a usage error (exit 2, nothing written); two students' notebooks of one
+    assignment, graded one after the other, keep separate result files; --help explains the modes."""
+    out = tmp_path / "grades"
+    proc = subprocess.run([sys.executable, "-m", "course", "grade", str(tmp_path / "nope.ipynb"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no such file or folder" in proc.stderr and not out.exists(), proc.stderr
+    for student in ("alice", "bob"):
+        path = write(completed("session2/3_gap"), tmp_path / student, "3_gap.ipynb")
+        proc = subprocess.run([sys.executable, "-m", "course", "grade", str(path), "--out", str(out)],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["alice__3_gap.json", "bob__3_gap.json"]
+    helped = subprocess.run([sys.executable, "-m", "course", "grade", "--help"], capture_output=True, text=True)
+    assert "checkpoint (default)" in helped.stdout and "runs/ next to the notebook" in helped.stdout
+    assert "``" not in helped.stdout

@@ -53,3 +53,21 @@ def test_check_catches_stale_leaked_and_executed_notebooks(course_copy):
 
     release.release(course_copy)
     assert release.check(course_copy) == []
+
+
+def test_nbgrader_config_sets_only_options_nbgrader_takes():
+    """Every option in nbgrader_config.py is a configurable trait of its nbgrader class (an unknown one
+    is ignored by nbgrader with only a warning, e.g. the former ``Execute.allow_errors``)."""
+    from nbgrader.coursedir import CourseDirectory
+    from nbgrader.preprocessors import ClearSolutions, Execute
+    from traitlets.config import Config
+
+    config = Config()
+    exec(compile((release.ROOT / "nbgrader_config.py").read_text(), "nbgrader_config.py", "exec"),  # noqa: S102
+         {"get_config": lambda: config})
+    classes = {"CourseDirectory": CourseDirectory, "ClearSolutions": ClearSolutions, "Execute": Execute}
+    assert set(config) <= set(classes), set(config)
+    for section, options in config.items():
+        traits = classes[section].class_traits(config=True)
+        unknown = [name for name in options if name not in traits]
+        assert not unknown, f"{section}: {unknown} are not options nbgrader takes"
