@@ -60,13 +60,16 @@ class MNISTUnavailable(RuntimeError):
 def data_root(root: str | os.PathLike | None = None) -> Path:
     """The data root: the argument, else ``$COURSE_DATA``, else the nearest ``data/`` folder holding
     ``MNIST/raw`` in the current folder or one above it (a notebook in ``sessions/session2/`` uses
-    the repository's), else ``./data``."""
+    the repository's), else ``data/`` at the root of the repository the current folder is in (never
+    beside a notebook, where it could be committed), else ``./data``."""
     if root is None:
         root = os.environ.get(DATA_ENV)
     if root is None:
         here = Path.cwd().resolve()
         found = next((d / "data" for d in (here, *here.parents) if (d / "data" / "MNIST" / "raw").is_dir()), None)
-        root = found or "data"
+        repo = next((d for d in (here, *here.parents) if (d / ".git").exists() or (d / "pyproject.toml").is_file()),
+                    None)
+        root = found or (repo / "data" if repo else "data")
     return Path(root).expanduser().resolve()
 
 

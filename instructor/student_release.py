@@ -116,12 +116,28 @@ grade: data
 \t@$(PY) -m course grade sessions
 """
 
+#: ignored at any depth: data, smoke-run records, partial checkpoints, grader output and caches (the
+#: graded run records under sessions/<session>/runs/ are committed)
+GITIGNORE = """\
+.venv/
+data/
+__pycache__/
+*.egg-info/
+.ipynb_checkpoints/
+.pytest_cache/
+grades/
+grade.json
+**/runs/*-quick-*/
+*.pt.tmp
+"""
+
 README = """\
 # MNIST 99.4% under 10k parameters: your course repository
 
     make grade      # set up, fetch MNIST, grade every notebook under sessions/ (as CI does on push)
 
-1. `make setup` then `.venv/bin/jupyter lab` and open `sessions/session2/1_skeleton.ipynb`.
+1. `make data` (sets up `.venv` and fetches MNIST into `data/`, MD5-verified; it is not committed),
+   then `.venv/bin/jupyter lab` and open `sessions/session2/1_skeleton.ipynb`.
 2. Replace each `raise NotImplementedError` stub (cells marked YOUR CODE HERE) and run the test cell
    under it; its message says what to change.
 3. Run the training cells: each run writes a record (config, per-epoch metrics, checkpoint) under
@@ -169,7 +185,7 @@ def build(out: Path, root: Path = ROOT, course_repo: str = "", course_ref: str =
     (out / "pyproject.toml").write_text(text.replace('testpaths = ["tests"]', 'testpaths = ["autograder"]'))
     (out / "Makefile").write_text(MAKEFILE)
     (out / "README.md").write_text(README)
-    (out / ".gitignore").write_text(".venv/\n/data\n__pycache__/\n*.egg-info/\n.ipynb_checkpoints/\ngrades/\n")
+    (out / ".gitignore").write_text(GITIGNORE)
     (out / ".github" / "workflows").mkdir(parents=True)
     (out / ".github" / "workflows" / "grade.yml").write_text(WORKFLOW.format(course_repo=course_repo,
                                                                             course_ref=course_ref))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,33 @@ def test_workflow_grades_with_a_pinned_grader(tmp_path):
     judge_py.write_text(judge_py.read_text().replace("if n >= limit:", "if False:"))
     proc = subprocess.run(check, cwd=out, capture_output=True, text=True)
     assert proc.returncode != 0 and "autograder/judge.py" in proc.stdout + proc.stderr
+
+
+def test_template_never_commits_data_smoke_runs_or_grader_output(tmp_path):
+    """In a student's clone of the template, MNIST fetched from a notebook folder, smoke-run records,
+    partial checkpoints and grade results stay out of git at any depth; graded run records go in."""
+    import os
+
+    from course_utils.data import data_root
+
+    out = student_release.build(tmp_path / "template")
+    assert "make data" in (out / "README.md").read_text()
+    subprocess.run(["git", "init", "-q"], cwd=out, check=True)
+    nbdir = out / "sessions" / "session2"
+    here = Path.cwd()
+    os.chdir(nbdir)
+    try:
+        assert data_root() == out / "data"   # a notebook folder provisions into the repository's data/
+    finally:
+        os.chdir(here)
+    junk = [nbdir / "data" / "MNIST" / "raw" / "t10k-labels-idx1-ubyte", nbdir / "grade.json",
+            nbdir / "runs" / "s2-1-skeleton-quick-20260101-000000-s1" / "model.pt", nbdir / "runs" / "r" / ".model.pt.tmp",
+            out / "grades" / "4_bn_dropout.json", nbdir / ".ipynb_checkpoints" / "x.ipynb"]
+    keep = nbdir / "runs" / "s2-4-bn-dropout-20260101-000000-s1" / "model.pt"
+    for p in junk + [keep]:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    staged = subprocess.run(["git", "add", "--dry-run", "-A"], cwd=out, capture_output=True, text=True, check=True).stdout
+    assert str(keep.relative_to(out)) in staged
+    for p in junk:
+        assert str(p.relative_to(out)) not in staged, p
