@@ -192,11 +192,15 @@ def _worker_env(scratch: Path) -> dict:
     return env
 
 
-def _run_worker(argv: list[str], scratch: Path, timeout: float, log, echo: bool) -> tuple[int | None, str]:
+def _run_worker(argv: list[str], scratch: Path, timeout: float, log, echo: bool,
+                sandboxed: bool = True) -> tuple[int | None, str]:
     """Run one worker; returns (exit status or None if killed for time, why it stopped)."""
-    proc = subprocess.Popen(argv, cwd=scratch, env=_worker_env(scratch), stdin=subprocess.DEVNULL,
+    env = _worker_env(scratch)
+    if not sandboxed:
+        env[sandbox.PARENT_ENV] = str(os.getpid())
+    proc = subprocess.Popen(argv, cwd=scratch, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE if echo else log, stderr=subprocess.STDOUT,
-                            start_new_session=True, preexec_fn=sandbox.die_with_parent)
+                            start_new_session=True)   # the worker dies with this process (see sandbox.py)
     try:
         if echo:
             deadline = time.monotonic() + timeout
@@ -272,7 +276,7 @@ def _produce(spec: Assignment, copy: Path, scratch: Path, *, retrain: bool, seed
                 f.write(json.dumps(request))
             argv, level = sandbox.command([sys.executable, "-m", "autograder.worker", str(req_path)], outputs, extra_ro)
             seen = len(_read_events(events_path))
-            code, why = _run_worker(argv, outputs, left, log, echo)
+            code, why = _run_worker(argv, outputs, left, log, echo, sandboxed=level == sandbox.SANDBOX)
             if code is None:
                 why = f"timed out after {timeout:.0f} s (an endless loop, or far too slow)"
             events = _read_events(events_path)[seen:]

@@ -97,12 +97,20 @@ def command(argv: list[str], work: Path, extra_ro: list[Path] = ()) -> tuple[lis
 
 
 def die_with_parent() -> None:
-    """``preexec_fn``: the child gets SIGKILL when the grader dies (even by SIGKILL)."""
+    """Called first thing in the worker: it gets SIGKILL when its parent (the grader, or bwrap's init
+    inside the sandbox) dies, even by SIGKILL. Not a ``preexec_fn``, which is unsafe in a grader that
+    runs threads."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    parent = os.environ.get(PARENT_ENV)
+    if parent and os.getppid() != int(parent):   # the grader died before the line above ran
+        os._exit(1)
+
+
+PARENT_ENV = "COURSE_GRADER_PID"   # set for an unsandboxed worker (in the sandbox, PIDs are its own)
 
 
 def limit_resources(memory_bytes: int | None, processes: int = 1024, file_bytes: int = 2**30) -> None:

@@ -323,8 +323,9 @@ def run(request: dict) -> int:
 
 
 def main(argv=None) -> int:
-    from .sandbox import limit_resources
+    from .sandbox import die_with_parent, limit_resources
 
+    die_with_parent()   # first thing: no worker outlives its grader (bwrap adds --die-with-parent)
     argv = sys.argv[1:] if argv is None else argv
     request = json.loads(Path(argv[0]).read_text())
     limit_resources(request.get("memory_bytes"))

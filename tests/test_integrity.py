@@ -634,13 +634,18 @@ def test_session3_cases(case, graded):
     _assert_case(graded[case], failing, passing)
 
 
-def test_grader_killed_with_sigkill_leaves_no_worker_and_its_scratch_is_reaped(tmp_path):
-    """`course grade` killed with SIGKILL: its worker dies with it (PR_SET_PDEATHSIG / bwrap
-    --die-with-parent); the scratch folder it leaves is removed by the next grader."""
+@pytest.mark.parametrize("isolation", ["sandbox", "none"])
+def test_grader_killed_with_sigkill_leaves_no_worker_and_its_scratch_is_reaped(isolation, tmp_path):
+    """`course grade` killed with SIGKILL: its worker dies with it (bwrap --die-with-parent in the
+    sandbox, PR_SET_PDEATHSIG without); the scratch folder it leaves is removed by the next grader."""
+    if isolation == "sandbox" and not SANDBOXED:
+        pytest.skip(f"no sandbox here ({sandbox.why_not_sandboxed()})")
     nb = edit(completed(S2), "setup", None, "import time\ntime.sleep(120)")
     path = write(nb, tmp_path / "sleepy", NAME2)
     scratch_root = tmp_path / "scratch"
     env = {**os.environ, sandbox.SCRATCH_ROOT_ENV: str(scratch_root)}
+    if isolation == "none":
+        env[sandbox.ENV] = "off"
     proc = subprocess.Popen([sys.executable, "-m", "course", "grade", str(path), "--out", str(tmp_path / "g")],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
