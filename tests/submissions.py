@@ -70,3 +70,22 @@ def copy_records(runs_dir: Path, dest: Path, names=None) -> Path:
         if names is None or cfg["name"] in names:
             shutil.copytree(d, dest / d.name)
     return dest
+
+
+# A small valid network (the tests only need its structure, not its accuracy): 792 parameters.
+SMALL = '''
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 8, 3, bias=False)
+        self.c2 = nn.Conv2d(8, 10, 3, bias=False)
+{init}
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.c1(x)), 2)          # 13x13
+{forward}
+        return F.log_softmax(F.adaptive_avg_pool2d(x, 1).flatten(1), dim=1)
+'''
+
+
+def net(init: str = "", forward: str = "        x = self.c2(x)", before: str = "", after: str = "") -> str:
+    return before + SMALL.format(init=init or "        pass", forward=forward) + after

@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import uuid
@@ -37,7 +38,7 @@ import torch
 from autograder import sandbox
 from autograder.grade import ROOT, grade
 from instructor.reference.session2 import SESSION2_CONFIG, Session2Net
-from submissions import completed, edit, write
+from submissions import completed, edit, net, write
 
 pytestmark = pytest.mark.data
 
@@ -45,25 +46,6 @@ S2, S3 = "session2/4_bn_dropout", "session3/regularization"
 NAME2, NAME3 = "4_bn_dropout.ipynb", "regularization.ipynb"
 SANDBOXED = sandbox.isolation() == sandbox.SANDBOX
 MARKER = Path("/tmp") / f"judge-ran-student-pickle-{uuid.uuid4().hex}"
-
-# A small valid network (the tests only need its structure, not its accuracy): 792 parameters.
-SMALL = '''
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c1 = nn.Conv2d(1, 8, 3, bias=False)
-        self.c2 = nn.Conv2d(8, 10, 3, bias=False)
-{init}
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.c1(x)), 2)          # 13x13
-{forward}
-        return F.log_softmax(F.adaptive_avg_pool2d(x, 1).flatten(1), dim=1)
-'''
-
-
-def net(init: str = "", forward: str = "        x = self.c2(x)", before: str = "", after: str = "") -> str:
-    return before + SMALL.format(init=init or "        pass", forward=forward) + after
-
 
 BIG = "        self.big = nn.Conv2d(8, 64, 5, padding=2, bias=False)\n"   # 12,800 parameters
 BIG_FORWARD = "        x = self.c2(F.relu(self.big(x))[:, :8])"
@@ -212,6 +194,22 @@ import sys, autograder.export as _e
 _w = sys.modules["__main__"]   # the running worker (python -m autograder.worker)
 {body}
 '''
+FORGED_GRAPH = '''
+_orig = _e.export_model
+def _forged(model, batch, mode="eval", example=None):
+    graph, tensors = _orig(model, batch, mode, example)
+    image = next(s["name"] for s in graph["inputs"] if s["kind"] == "image")
+{edit}    return graph, tensors
+_e.export_model = _forged
+'''
+
+
+def forged_graph(edit: str) -> str:
+    """A definitions-cell prefix that makes the worker hand back its real graph edited by ``edit`` (code
+    that may use ``graph``, ``tensors``, ``batch`` and ``image``, the name of the image input)."""
+    return FORGE.format(body=FORGED_GRAPH.replace("{edit}", textwrap.indent(edit.lstrip("\n"), "    ")))
+
+
 FORGE_CASES = {
     "pickle_with_code_in_the_weights_file": (FORGE.format(body=f'''
 class _Boom:
@@ -225,67 +223,36 @@ def _export(self, model, label, mode, prefix):
     return files
 _w.Worker.export = _export
 '''), {c: "could not be read safely" for c in ("output", "parameters", "no_fc")}),
-    "graph_forged_with_a_lookup_op": (FORGE.format(body='''
-_orig = _e.export_model
-def _forged(model, batch, mode="eval", example=None):
-    graph, tensors = _orig(model, batch, mode, example)
-    out = graph["nodes"][-1]
-    graph["nodes"].insert(-1, {"name": "look", "op": "call_function", "target": "aten.index_select.default",
-                               "args": [out["args"][0][0], 0, {"$node": "look_idx"}], "kwargs": {}})
-    return graph, tensors
-_e.export_model = _forged
+    "graph_forged_with_a_lookup_op": (forged_graph('''
+out = graph["nodes"][-1]
+graph["nodes"].insert(-1, {"name": "look", "op": "call_function", "target": "aten.index_select.default",
+                           "args": [out["args"][0][0], 0, {"$node": "look_idx"}], "kwargs": {}})
 '''), {c: "aten.index_select" for c in ("output", "parameters", "no_fc")}),
-    "big_weight_relabelled_as_a_buffer": (FORGE.format(body='''
-_orig = _e.export_model
-def _forged(model, batch, mode="eval", example=None):
-    graph, tensors = _orig(model, batch, mode, example)
-    for spec in graph["inputs"]:
-        if spec.get("key") == "big.weight":
-            spec["kind"] = "buffer"
-    return graph, tensors
-_e.export_model = _forged
+    "big_weight_relabelled_as_a_buffer": (forged_graph('''
+for spec in graph["inputs"]:
+    if spec.get("key") == "big.weight":
+        spec["kind"] = "buffer"
 '''), {"parameters": LIMIT}),
-}
-
-FORGE_CASES.update({
-    "in_place_copy_launders_the_image_into_a_matmul": (FORGE.format(body='''
-_orig = _e.export_model
-def _forged(model, batch, mode="eval", example=None):
-    graph, tensors = _orig(model, batch, mode, example)
-    image = next(s["name"] for s in graph["inputs"] if s["kind"] == "image")
-    graph["inputs"].append({"name": "fc_w", "kind": "parameter", "key": "fc.weight"})
-    tensors["fc.weight"] = torch.randn(784, 10)
-    out = graph["nodes"].pop()
-    graph["nodes"] += [
-        {"name": "flat", "op": "call_function", "target": "aten.view.default", "args": [{"$node": image}, [batch, 784]], "kwargs": {}},
-        {"name": "z", "op": "call_function", "target": "aten.zeros.default", "args": [[batch, 784]], "kwargs": {}},
-        {"name": "c", "op": "call_function", "target": "aten.copy_.default", "args": [{"$node": "z"}, {"$node": "flat"}], "kwargs": {}},
-        {"name": "m", "op": "call_function", "target": "aten.mm.default", "args": [{"$node": "z"}, {"$node": "fc_w"}], "kwargs": {}},
-        {"name": "output", "op": "output", "target": "output", "args": [[{"$node": "m"}]], "kwargs": {}}]
-    return graph, tensors
-_e.export_model = _forged
+    "in_place_copy_launders_the_image_into_a_matmul": (forged_graph('''
+graph["inputs"].append({"name": "fc_w", "kind": "parameter", "key": "fc.weight"})
+tensors["fc.weight"] = torch.randn(784, 10)
+out = graph["nodes"].pop()
+graph["nodes"] += [
+    {"name": "flat", "op": "call_function", "target": "aten.view.default", "args": [{"$node": image}, [batch, 784]], "kwargs": {}},
+    {"name": "z", "op": "call_function", "target": "aten.zeros.default", "args": [[batch, 784]], "kwargs": {}},
+    {"name": "c", "op": "call_function", "target": "aten.copy_.default", "args": [{"$node": "z"}, {"$node": "flat"}], "kwargs": {}},
+    {"name": "m", "op": "call_function", "target": "aten.mm.default", "args": [{"$node": "z"}, {"$node": "fc_w"}], "kwargs": {}},
+    {"name": "output", "op": "output", "target": "output", "args": [[{"$node": "m"}]], "kwargs": {}}]
 '''), {"no_fc": "a model tensor used in copy_ on the activations"}),
-    "tensor_indexed_by_getitem": (FORGE.format(body='''
-_orig = _e.export_model
-def _forged(model, batch, mode="eval", example=None):
-    graph, tensors = _orig(model, batch, mode, example)
-    image = next(s["name"] for s in graph["inputs"] if s["kind"] == "image")
-    graph["nodes"].insert(0, {"name": "look", "op": "call_function", "target": "getitem",
-                              "args": [{"$node": image}, 0], "kwargs": {}})
-    return graph, tensors
-_e.export_model = _forged
+    "tensor_indexed_by_getitem": (forged_graph('''
+graph["nodes"].insert(0, {"name": "look", "op": "call_function", "target": "getitem",
+                          "args": [{"$node": image}, 0], "kwargs": {}})
 '''), {c: "getitem is allowed only" for c in ("output", "parameters", "no_fc")}),
-    "graph_that_makes_a_huge_tensor": (FORGE.format(body='''
-_orig = _e.export_model
-def _forged(model, batch, mode="eval", example=None):
-    graph, tensors = _orig(model, batch, mode, example)
-    image = next(s["name"] for s in graph["inputs"] if s["kind"] == "image")
-    graph["nodes"].insert(0, {"name": "huge", "op": "call_function", "target": "aten.expand.default",
-                              "args": [{"$node": image}, [batch, 10**6, 28, 28]], "kwargs": {}})
-    graph["nodes"].insert(1, {"name": "huge2", "op": "call_function", "target": "aten.clone.default",
-                              "args": [{"$node": "huge"}], "kwargs": {}})
-    return graph, tensors
-_e.export_model = _forged
+    "graph_that_makes_a_huge_tensor": (forged_graph('''
+graph["nodes"].insert(0, {"name": "huge", "op": "call_function", "target": "aten.expand.default",
+                          "args": [{"$node": image}, [batch, 10**6, 28, 28]], "kwargs": {}})
+graph["nodes"].insert(1, {"name": "huge2", "op": "call_function", "target": "aten.clone.default",
+                          "args": [{"$node": "huge"}], "kwargs": {}})
 '''), {c: "limit" for c in ("output", "parameters", "no_fc")}),
     "jobs_forged_as_an_empty_list": (FORGE.format(body='''
 def _jobs(self):
@@ -298,7 +265,7 @@ import os
 os.remove("events.jsonl")
 os.mkfifo("events.jsonl")
 '''), {c: "stopped the grader" for c in ("output", "parameters", "no_fc", "epochs", "accuracy")}),
-})
+}
 
 # whole-notebook problems: (cell, new source, phrase every check's message contains)
 LOAD_CASES = {
