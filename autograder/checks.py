@@ -38,8 +38,9 @@ def _stub_guard(what: str):
     try:
         yield
     except NotImplementedError:
-        _fail(f"{what} is not implemented yet: replace the `raise NotImplementedError` stub in its cell "
-              "(marked YOUR CODE HERE) with your code, run that cell, then run this test again.")
+        from .worker import _stub
+
+        _fail(_stub(what))
 
 
 def build(model_cls: Callable[[], nn.Module], name: str | None = None) -> nn.Module:

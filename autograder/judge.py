@@ -653,17 +653,11 @@ def check_no_fc_item(ev: Evidence, full_map_ok: bool = False) -> str:
 def check_net_item(ev: Evidence) -> str:
     parts = []
     for item in ev.assignment.models:
-        ghost = int(item.split("=")[1])
-        label = f"Net(ghost={ghost})"
+        label = f"Net(ghost={int(item.split('=')[1])})"
         try:
-            e, t = ev.program(item, "eval"), ev.program(item, "train")
-            output(e)
-            msg = parameters(e, ev.policy)
-            no_fc([e, t])
-            uses_ghost(t, ghost)
+            parts.append(f"{label}: {_structure(ev, item)}")
         except CheckFailed as err:
             raise CheckFailed(f"{label}: {err}") from None
-        parts.append(f"{label}: {msg}")
     return "; ".join(parts) + "; no FC layer; ghost=4 normalises virtual batches"
 
 
@@ -726,17 +720,16 @@ def check_epochs_item(ev: Evidence) -> str:
     return out[0] if len(out) == 1 else f"{len(out)} runs: " + "; ".join(out)
 
 
-def _structure(ev: Evidence, item: str) -> None:
-    """The model graph the accuracy is measured on must itself pass the structural checks."""
-    try:
-        e, t = ev.program(item, "eval"), ev.program(item, "train")
-        output(e)
-        parameters(e, ev.policy)
-        no_fc([e, t])
-        if ev.assignment.runs == "variants":
-            uses_ghost(t, int(item.split("=")[1]))
-    except CheckFailed as err:
-        raise CheckFailed(f"not graded for accuracy: the model breaks a rule: {err}") from None
+def _structure(ev: Evidence, item: str) -> str:
+    """One model's structural checks (output, parameters, no FC, and for Session 3 the ghost splits) on
+    its eval and training graphs; returns the parameter count line."""
+    e, t = ev.program(item, "eval"), ev.program(item, "train")
+    output(e)
+    msg = parameters(e, ev.policy)
+    no_fc([e, t])
+    if ev.assignment.runs == "variants":
+        uses_ghost(t, int(item.split("=")[1]))
+    return msg
 
 
 def _seed(ev: Evidence) -> str:
@@ -748,7 +741,10 @@ def check_accuracy_item(ev: Evidence) -> str:
         if not ev.retrain:
             _record_for(ev, job)  # a missing record is the first thing to say
         prog = ev.program(job["model"], "eval")
-        _structure(ev, job["model"])     # accuracy counts only for a model within the rules
+        try:
+            _structure(ev, job["model"])     # accuracy counts only for a model within the rules
+        except CheckFailed as err:
+            raise CheckFailed(f"not graded for accuracy: the model breaks a rule: {err}") from None
         if ev.retrain:
             trained = _trained(ev, job)
             states = trained.get("states") or []
@@ -756,6 +752,8 @@ def check_accuracy_item(ev: Evidence) -> str:
                 _fail("retraining kept no weights to evaluate")
             return accuracy(prog, states, ev.test_set(), ev.policy, seed=ev.seed)
         rec = _record_for(ev, job)
+        if rec.checkpoint.stat().st_size > 80 * 2**20:   # a course checkpoint is ~50 KB
+            _fail(f"The checkpoint of {rec.path.name} is over 80 MB: not a course model's")
         try:
             state = rec.load_state_dict()
         except Exception as e:  # noqa: BLE001
