@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup sandbox data run test test-fast bench bench-epoch release check-release reproduce seeds frontier report grade student-release clean
+.PHONY: help setup sandbox data run test test-fast bench bench-epoch bench-threads release check-release reproduce seeds frontier report grade student-release clean
 
 help:
 	@echo "make run        train the Session 2 reference model (set-up included) and print its results"
@@ -19,11 +19,12 @@ help:
 	@echo "make setup      create $(VENV) and install the course package (editable)"
 	@echo "make data       provision and verify MNIST under ./data (or \$$COURSE_DATA)"
 	@echo "make sandbox    install bubblewrap, the grader's sandbox (Debian/Ubuntu, as root); without it grades are self-checks"
-	@echo "make bench      time to 99.4%: the seed-style pipeline vs the Session 2 reference (about 12 minutes)"
+	@echo "make bench      time to 99.4%: the seed-style pipeline vs the Session 2 references (about 13 minutes)"
 	@echo "make bench-epoch  one epoch of each pipeline, side by side"
+	@echo "make bench-threads  one training alone and two on the same cores, under three OpenMP wait settings (about 2 minutes)"
 	@echo "make release    regenerate the student notebooks sessions/ from solutions/ (nbgrader)"
 	@echo "make reproduce  run every solution notebook at full length, the seed sweep, then the reports"
-	@echo "make seeds      train the graded configs over SEEDS (default: 1-10, about 2.5-3 hours on 2 cores; WORKERS=2 processes) and print min/mean/max"
+	@echo "make seeds      train the reference configs over SEEDS (default: 1-10, about 3.5-4 hours on 2 cores; WORKERS=2 processes) and print min/mean/max"
 	@echo "make frontier   the parameter frontier: small course-style nets with the Session 2 recipe over SEEDS (benchmarks/frontier.py)"
 	@echo "make report     render sessions/session{2,3}/README.md from the run records in runs/ (REPORT=session3: only that one)"
 	@echo "make grade SUBMISSION=path [GRADE_ARGS=--retrain]   grade notebook(s) or a folder of them"
@@ -62,6 +63,9 @@ bench: data
 
 bench-epoch: data
 	@$(PY) -m benchmarks.pipeline_speed
+
+bench-threads: setup
+	@$(PY) -m benchmarks.threads
 
 release: setup
 	@$(PY) -m instructor.release

@@ -76,6 +76,8 @@ ASSIGNMENTS: dict[str, Assignment] = {a.id: a for a in (
     Assignment("session2/3_gap", S2, _structure(S2)),
     Assignment("session2/4_bn_dropout", S2, _structure(S2, points=(1, 2, 2)) + _training(S2),
                runs="config", labels=("Net",)),
+    # beyond the documents: iteration 4's rules at a third of the training time; accuracy not graded (yet)
+    Assignment("session2/5_speed", S2, _structure(S2)),
     Assignment("session3/regularization", S3, (
         Check("ghost_batch_norm", 4, "GhostBatchNorm = BatchNorm2d per virtual batch", cell="test_ghost_batch_norm"),
         Check("l1_penalty", 3, "l1_penalty: conv weights, value and gradient", cell="test_l1_penalty"),

@@ -186,7 +186,7 @@ def _tail(path: Path, n: int = 6) -> str:
 def _worker_env(scratch: Path) -> dict:
     """A minimal environment: nothing of the grader's (tokens, data and runs locations) leaks in."""
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                                          "OMP_WAIT_POLICY", "TZ")}
+                                                          "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "COURSE_THREADS", "TZ")}
     env.update(HOME=str(scratch), TMPDIR="/tmp", MPLBACKEND="Agg", PYTHONUNBUFFERED="1", TQDM_DISABLE="1",
                PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(ROOT))
     return env

@@ -16,7 +16,19 @@ from .program import GraphRejected, Program
 
 
 class CheckFailed(AssertionError):
-    """A grading check did not pass; the message says why and what to do."""
+    """A grading check did not pass; the message says why and what to do.
+
+    In Jupyter (and in nbgrader's feedback, which shows the notebook's error output) a failed check shows
+    its message alone, not a traceback through the grader that buries it; ``COURSE_TRACEBACK=1`` in the
+    environment shows the full traceback again."""
+
+    def _render_traceback_(self):  # IPython's hook for how an exception is displayed
+        import os
+        import traceback
+
+        if os.environ.get("COURSE_TRACEBACK", "") not in ("", "0"):
+            return "".join(traceback.format_exception(type(self), self, self.__traceback__)).splitlines()
+        return [f"CheckFailed: {self}"]
 
 
 def _fail(msg: str):

@@ -2,8 +2,8 @@
 
     python -m benchmarks.seeds --seeds 1 2 3            (make seeds SEEDS="1 2 3")
 
-Configurations: the Session 2 reference (iteration 4) and the five Session 3 variants, exactly as
-the solution notebooks train them (a test checks that the notebooks and instructor/reference agree).
+Configurations: the Session 2 references (iteration 4, and iteration 5: speed) and the five Session 3
+variants, exactly as the solution notebooks train them (a test checks that the notebooks and instructor/reference agree).
 Run records go to ``runs/`` (or ``--runs-dir``); a (config, seed) whose complete record is already
 there is not trained again, so an interrupted sweep resumes. ``make report`` reads the same records.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from course_utils.policy import POLICIES
 from instructor.reference import session3
-from instructor.reference.session2 import SESSION2_CONFIG, Session2Net
+from instructor.reference.session2 import SESSION2_CONFIG, SPEED_CONFIG, Session2Net, SpeedNet
 from course_utils.data import load_uint8
 from course_utils.engine import fit
 from course_utils.records import load_record, select
@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def configurations(epochs: int | None = None, overrides: dict | None = None):
     """label -> (session, model factory, config, penalties); ``epochs`` and ``overrides`` (TrainConfig
     field -> value) change every config (to try a recipe change; the default is the graded recipe)."""
-    out = {"Session 2 (iteration 4)": ("session2", Session2Net, SESSION2_CONFIG, {})}
+    out = {"Session 2 (iteration 4)": ("session2", Session2Net, SESSION2_CONFIG, {}),
+           "Session 2 (iteration 5)": ("session2", SpeedNet, SPEED_CONFIG, {})}
     for label in session3.VARIANTS:
         factory, config, penalties = session3.variant(label)
         out[label] = ("session3", factory, config, penalties)
@@ -75,8 +76,13 @@ def summary(records, policy) -> dict:
 
 
 def _one_thread():
+    import os
+
     import torch
 
+    from course_utils.threads import THREADS_ENV
+
+    os.environ[THREADS_ENV] = "1"  # fit() sets torch's threads from it
     torch.set_num_threads(1)
 
 
@@ -138,7 +144,7 @@ def matching_records(config, n_params: int, runs_dir) -> list:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    ap.add_argument("--only", help="comma-separated labels (default: all six)")
+    ap.add_argument("--only", help="comma-separated labels (default: all seven)")
     ap.add_argument("--runs-dir", default=str(ROOT / "runs"))
     ap.add_argument("--workers", type=int, default=1,
                     help="parallel training processes, one torch thread each (default 1: one process "

@@ -77,11 +77,35 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _notebook_net(path: str):
+    """``Net`` as the notebook's tagged setup and definitions cells define it (the student's own code,
+    run here on the student's request, as Jupyter would; grading runs it in the sandbox instead)."""
+    from autograder.submission import SubmissionError, code_cells, read_notebook
+
+    try:
+        cells = code_cells(read_notebook(path), tags=("setup", "definitions"))
+    except SubmissionError as e:
+        raise SystemExit(f"error: {e}") from None
+    ns: dict = {"__name__": "__course_info__"}
+    for cell in cells:
+        try:
+            exec(compile(cell.source, f"{path} (cell {cell.index})", "exec"), ns)  # noqa: S102 - the user's own notebook
+        except Exception as e:  # noqa: BLE001 - reported as one line
+            raise SystemExit(f"error: cell {cell.index} of {path} ({cell.tag}) raised {type(e).__name__}: {e}") from None
+    if not isinstance(ns.get("Net"), type):
+        raise SystemExit(f"error: {path} defines no class `Net` in its cells tagged setup/definitions")
+    return ns["Net"]
+
+
 def cmd_info(args) -> int:
     from course_utils.inspection import describe, parameter_table
 
-    obj = _load_model_class(args.model)
-    model = obj() if isinstance(obj, type) or callable(obj) else obj
+    obj = _notebook_net(args.model) if args.model.endswith(".ipynb") else _load_model_class(args.model)
+    try:
+        model = obj() if isinstance(obj, type) or callable(obj) else obj
+    except Exception as e:  # noqa: BLE001 - a student's Net that cannot be built: one line, not a traceback
+        print(f"error: building {args.model}'s model raised {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
     print(describe(model))
     print()
     print(parameter_table(model))
@@ -115,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     i = sub.add_parser("info", help="parameter table, FC layers and receptive field of a model")
-    i.add_argument("model", help="reference run name (e.g. session2) or package.module:ClassName")
+    i.add_argument("model", help="a notebook (its Net, from the cells tagged setup/definitions), a reference "
+                                 "run name (e.g. session2) or package.module:ClassName")
     i.set_defaults(func=cmd_info)
 
     r = sub.add_parser("report", help="render the session READMEs from run records (instructors)")

@@ -2,26 +2,41 @@
 
 Written once here, called by every notebook and grader: MNIST provisioning and the in-memory
 pipeline, the training engine with run records, model inspection and plots.
+
+``import course_utils`` is light: it loads no torch and no matplotlib. Each name below is imported from
+its module on first use (``course_utils.fit`` loads the engine, and torch with it), so the CLI and
+modules such as ``course_utils.policy`` start fast.
 """
-from .config import TrainConfig
-from .data import MNIST_MEAN, MNIST_STD, ensure_mnist, load_uint8, torchvision_datasets
-from .engine import EvalResult, RunResult, evaluate, find_records, fit, load_record
-from .inspection import count_parameters, describe, find_fc_layers, parameter_table, receptive_field
-from .loader import TensorLoader, mnist_data, random_affine
-from .seed import seed_everything
+from .threads import set_wait_policy
+
+set_wait_policy()  # before anything imports torch: OpenMP reads it once, when torch loads (course_utils.threads)
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "TrainConfig": "config",
+    **dict.fromkeys(("MNIST_MEAN", "MNIST_STD", "ensure_mnist", "load_uint8", "torchvision_datasets"), "data"),
+    **dict.fromkeys(("EvalResult", "RunResult", "evaluate", "find_records", "fit", "load_record"), "engine"),
+    **dict.fromkeys(("count_parameters", "describe", "find_fc_layers", "parameter_table", "receptive_field"),
+                    "inspection"),
+    **dict.fromkeys(("TensorLoader", "mnist_data", "random_affine"), "loader"),
+    "seed_everything": "seed",
+    **dict.fromkeys(("plot_curves", "plot_misclassified", "plot_confusion", "confusion_matrix"), "plots"),
+}
 
 
 def __getattr__(name):
-    # plots import matplotlib: loaded on first use, so graders and the CLI start fast
-    if name in ("plot_curves", "plot_misclassified", "plot_confusion", "confusion_matrix"):
-        from . import plots
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'course_utils' has no attribute {name!r}")
+    import importlib
 
-        return getattr(plots, name)
-    raise AttributeError(f"module 'course_utils' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # the next access is a plain attribute
+    return value
 
 
-__all__ = ["TrainConfig", "MNIST_MEAN", "MNIST_STD", "ensure_mnist", "load_uint8", "torchvision_datasets",
-           "EvalResult", "RunResult", "evaluate", "find_records", "fit", "load_record", "count_parameters",
-           "describe", "find_fc_layers", "parameter_table", "receptive_field", "TensorLoader", "mnist_data",
-           "random_affine", "seed_everything", "plot_curves", "plot_misclassified", "plot_confusion",
-           "confusion_matrix"]
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+__all__ = list(_EXPORTS)

@@ -25,6 +25,7 @@ from .perf import tune_allocator
 from .policy import TARGET_ACCURACY
 from .records import RUNS_ENV, RunRecord, find_records, load_record, records_of, runs_root, save_record, select  # noqa: F401
 from .seed import seed_everything
+from .threads import configure as configure_threads
 
 Penalty = Callable[[nn.Module], torch.Tensor]
 
@@ -60,15 +61,36 @@ class RunResult(RunRecord):
                 f"params={self.metrics['parameters']:,}, run_dir={str(self.run_dir)!r})")
 
 
+def default_device() -> torch.device:
+    """CUDA if there is a GPU, else Apple's MPS, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def model_digest(model: nn.Module) -> str:
+    """A short fingerprint of a network's layers (its module tree, with shapes and settings), stored in
+    each run record: a record is reused only for a network that prints the same."""
+    import hashlib
+
+    return hashlib.sha256(repr(model).encode()).hexdigest()[:16]
+
+
 def _as_loader(data):
     return data.test if isinstance(data, MNISTData) else data
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data, *, device: str | torch.device = "cpu") -> EvalResult:
+def evaluate(model: nn.Module, data, *, device: str | torch.device | None = None) -> EvalResult:
     """Accuracy and loss of ``model`` on ``data`` (an ``MNISTData``, whose test split is used, or any
-    iterable of ``(x, y)`` batches). The model is put in eval mode; its mode is restored after."""
+    iterable of ``(x, y)`` batches) on ``device`` (default: the device the model's parameters are on).
+    The model is put in eval mode; its mode is restored after."""
     tune_allocator()
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
     loader = _as_loader(data)
     was_training = model.training
     model.eval()
@@ -135,14 +157,16 @@ def _interactive() -> bool:
 def _progress(iterable, total, desc, enabled):
     if not enabled or not _interactive():
         return iterable
-    from tqdm.auto import tqdm
+    # the text bar, also in notebooks: a saved notebook shows its last line ("epoch 3/14: 100% 469/469 ...");
+    # the widget bar of tqdm.auto saves as a bare "0/469" wherever the notebook was executed headless
+    from tqdm import tqdm
 
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5)
 
 
 def _say(msg: str, enabled: bool) -> None:
     if enabled:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         tqdm.write(msg)
 
@@ -150,7 +174,7 @@ def _say(msg: str, enabled: bool) -> None:
 def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, config: TrainConfig, *,
         penalties: Mapping[str, Penalty] | None = None, runs_dir: str | os.PathLike | None = None,
         record: bool = True, progress: bool = True, verbose: bool = True,
-        device: str | torch.device = "cpu", max_steps: int | None = None,
+        device: str | torch.device | None = None, max_steps: int | None = None,
         on_epoch: Callable[[dict], None] | None = None) -> RunResult:
     """Train ``model`` on ``data`` as ``config`` says, evaluating on the test split after every epoch.
 
@@ -158,11 +182,15 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
     ``seed_everything(config.seed)`` so the initial weights follow the recorded seed. ``data=None``
     builds the in-memory MNIST loaders from the config. ``penalties`` maps a name to a callable
     ``penalty(model) -> scalar tensor`` added to the loss every batch (Session 3's L1/L2); their
-    mean per epoch is recorded. ``max_steps`` stops early (tests). ``on_epoch(row)`` is called with each
-    epoch's history row as soon as it is measured (benchmarks time-stamp it). Returns a :class:`RunResult`;
-    with ``record=True`` the run record is written to ``runs_dir``.
+    mean per epoch is recorded. ``device``: default :func:`default_device` (a GPU when there is one);
+    on the CPU, threads follow :mod:`course_utils.threads`. ``max_steps`` stops early (tests).
+    ``on_epoch(row)`` is called with each epoch's history row as soon as it is measured (benchmarks
+    time-stamp it). Returns a :class:`RunResult`; with ``record=True`` the run record is written to
+    ``runs_dir``.
     """
     tune_allocator()
+    device = torch.device(device) if device is not None else default_device()
+    threads = configure_threads() if device.type == "cpu" else None
     seed_everything(config.seed)
     if not isinstance(model, nn.Module):
         model = model()
@@ -186,7 +214,8 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
     if run_dir is not None:
         config.save(run_dir / "config.json")
     _say(f"Training {config.name!r}: {type(model).__name__}, {n_params:,} parameters, {config.epochs} epochs, "
-         f"batch {config.batch_size}, {config.optimizer} lr {config.lr} ({config.scheduler}), seed {config.seed}"
+         f"batch {config.batch_size}, {config.optimizer} lr {config.lr} ({config.scheduler}), seed {config.seed}; "
+         + (f"on the CPU, {threads} thread{'s' if threads != 1 else ''}" if threads else f"on {device}")
          + (f", penalties {sorted(penalties)}" if penalties else ""), verbose)
 
     history: list[dict] = []
@@ -243,7 +272,7 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
             break
 
     metrics = summarize(history, config=config, n_params=n_params, penalties=sorted(penalties),
-                        wall_seconds=time.perf_counter() - t_fit, started=started, model=model)
+                        wall_seconds=time.perf_counter() - t_fit, started=started, model=model, device=device)
     result = RunResult(run_dir, config, metrics, model)
     if run_dir is not None:
         save_record(result)
@@ -254,7 +283,7 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
 
 
 def summarize(history: list[dict], *, config: TrainConfig, n_params: int, penalties=(), wall_seconds=None,
-              started=None, model=None) -> dict:
+              started=None, model=None, device=None) -> dict:
     """The ``metrics.json`` content for a finished history."""
     accs = [h["test_accuracy"] if h["test_accuracy"] is not None else float("nan") for h in history]
     best = max(range(len(accs)), key=lambda i: (accs[i] == accs[i], accs[i] if accs[i] == accs[i] else 0.0))
@@ -274,10 +303,12 @@ def summarize(history: list[dict], *, config: TrainConfig, n_params: int, penalt
         "wall_seconds": wall_seconds,
         "penalties": list(penalties),
         "model_class": f"{type(model).__module__}.{type(model).__qualname__}" if model is not None else None,
+        "model_digest": model_digest(model) if model is not None else None,
         "started_utc": started.isoformat(timespec="seconds") if started else None,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "num_threads": torch.get_num_threads(),
+        "device": str(device) if device is not None else None,
         "history": history,
     }
 

@@ -25,6 +25,7 @@ class CellError:
     tags: list
     ename: str
     evalue: str
+    traceback: list = ()   # what the notebook (and nbgrader's feedback) displays for the error
 
 
 @dataclass
@@ -69,7 +70,8 @@ def execute(path: str | os.PathLike, workdir: str | os.PathLike, *, env: dict | 
         for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
             if out.get("output_type") == "error":
                 errors.append(CellError(i, cell.metadata.get("nbgrader", {}).get("grade_id"),
-                                        cell.metadata.get("tags", []), out["ename"], out["evalue"]))
+                                        cell.metadata.get("tags", []), out["ename"], out["evalue"],
+                                        list(out.get("traceback", []))))
     return Executed(nb, errors, time.perf_counter() - t)
 
 

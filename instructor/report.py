@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 from course_utils.policy import POLICIES
-from instructor.reference.session2 import SESSION2_CONFIG
+from instructor.reference.session2 import SESSION2_CONFIG, SPEED_CONFIG
 from course_utils.records import select
 from course_utils.policy import TARGET_ACCURACY
 from course_utils.notebook import results_rows
@@ -26,7 +26,11 @@ ITERATIONS = [
     ("2_lighter", "s2-2-lighter", "Lighter model"),
     ("3_gap", "s2-3-gap", "Global average pooling"),
     ("4_bn_dropout", "s2-4-bn-dropout", "Batch norm + 5% dropout (graded)"),
+    ("5_speed", "s2-5-speed", "Speed: a space-to-depth stem (beyond the documents)"),
 ]
+
+#: iterations swept over seeds by ``make seeds``: their reports show every seed trained with exactly this config
+SWEPT_CONFIGS = {c.name: c for c in (SESSION2_CONFIG, SPEED_CONFIG)}
 
 #: The course documents' own Session 3 results (max / final test accuracy), as published there (GPU,
 #: batch 128, SGD 0.01, no schedule, no augmentation, 25 epochs); quoted, not measured here.
@@ -107,10 +111,11 @@ def session2(runs_dir, out_dir: Path) -> str:
     for i, (stem, name, title) in enumerate(ITERATIONS, 1):
         nb = nb_dir / f"{stem}.ipynb"
         lines += [f"## Iteration {i}: {title}", "", f"**Target.** {_cell_text(nb, '**Target.**')}", "", "**Results.**", ""]
-        records = latest_by_seed(SESSION2_CONFIG if name == SESSION2_CONFIG.name else name, runs_dir)
+        swept = SWEPT_CONFIGS.get(name)
+        records = latest_by_seed(swept or name, runs_dir)
         if not records:
             lines += [f"No run record named `{name}` yet: run `make reproduce`.", ""]
-        elif i < len(ITERATIONS):
+        elif swept is None:
             rec = records[0] if len(records) == 1 else next((r for r in records if r.config.seed == 1), records[0])
             lines += ["| result | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in results_rows(rec.metrics)] + [""]
             curves[f"{i}. {title}"] = rec.history

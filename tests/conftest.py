@@ -2,11 +2,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from course_utils.data import ensure_mnist, load_uint8
-
-torch.set_num_threads(max(1, torch.get_num_threads()))
 
 
 DATA_FIXTURES = {"mnist_root", "mnist_tensors"}

@@ -21,12 +21,13 @@ def test_time_to_target_smoke_run_writes_rows_and_a_table(tmp_path):
                         "--epochs", "1", "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
     res = json.loads(out.read_text())
-    assert res["smoke_test"] is True and set(res["rows"]) == {"seed-style", "reference"}
+    assert res["smoke_test"] is True and set(res["rows"]) == {"seed-style", "reference", "speed"}
     for row in res["rows"].values():
         assert row["epochs"] == 1 and row["parameters"] < 10_000 and row["peak_rss_mb"] > 0
         assert row["time_to_target_s"] is None  # 3 steps cannot reach 99.4%
     assert "| seed-style | SeedNet, 9,920 |" in r.stdout and "not reached in 1 epochs" in r.stdout
-    assert "no ratio" in r.stdout
+    assert "reference did not reach 99.4%: no ratio" in r.stdout and "speed did not reach 99.4%: no ratio" in r.stdout
+    assert "| speed | SpeedNet, 9,800 |" in r.stdout and "load average before the run" in r.stdout
 
 
 def test_ratio_is_a_lower_bound_when_the_seed_style_run_never_reaches_the_target():
@@ -37,6 +38,8 @@ def test_ratio_is_a_lower_bound_when_the_seed_style_run_never_reaches_the_target
     assert ratio({"seed-style": {"time_to_target_s": None, "total_s": 700.0}, "reference": ref}) == (14.0, True)
     assert ratio({"seed-style": {"time_to_target_s": 500.0, "total_s": 700.0},
                   "reference": {"time_to_target_s": None, "total_s": 80.0}}) == (None, False)
+    assert ratio({"seed-style": {"time_to_target_s": 500.0, "total_s": 700.0}, "speed": {"time_to_target_s": 25.0}},
+                 "speed") == (20.0, False)
 
 
 @pytest.mark.parametrize("env_value, expected", [(None, "True"), ("0", "False")])
@@ -114,3 +117,18 @@ def test_fail_fast_stops_a_sweep_at_the_first_run_that_misses_the_policy(capsys)
     trained.clear()
     assert seeds.run_jobs(train, [1, 2, 3], workers=1) is True
     assert trained == [1, 2, 3]
+
+
+def test_threads_benchmark_smoke_run_prints_both_policies_side_by_side(tmp_path):
+    out = tmp_path / "threads.json"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.threads", "--steps", "2", "--threads", "1", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    names = ("default", "passive", "short-spin")
+    rows = {ln.split()[0]: ln for ln in lines if ln.split() and ln.split()[0] in names}
+    assert set(rows) == set(names), r.stdout
+    for ln in rows.values():
+        assert ln.rstrip().endswith("x") and " / " in ln  # alone, the pair, the slowdown
+    res = json.loads(out.read_text())
+    assert [row["policy"] for row in res["rows"]] == list(names) and res["threads"] == 1

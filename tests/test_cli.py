@@ -33,6 +33,19 @@ def test_info_prints_parameters_and_receptive_field():
     assert "RF" in r.stdout and "Total params: 9,904" in r.stdout
 
 
+def test_info_builds_the_net_of_a_notebook_from_its_tagged_cells(tmp_path):
+    from submissions import completed, edit, stub, write
+
+    r = course("info", str(write(completed("session2/4_bn_dropout"), tmp_path / "done", "4_bn_dropout.ipynb")))
+    assert r.returncode == 0, r.stderr
+    assert "9,904 parameters" in r.stdout and "Fully connected layers: none" in r.stdout
+    r = course("info", str(write(stub("session2/4_bn_dropout"), tmp_path / "stub", "4_bn_dropout.ipynb")))
+    assert r.returncode == 1 and "building" in r.stderr and "NotImplementedError" in r.stderr, r.stderr
+    broken = edit(completed("session2/4_bn_dropout"), "net", None, "import nosuchmodule\n")
+    r = course("info", str(write(broken, tmp_path / "broken", "4_bn_dropout.ipynb")))
+    assert r.returncode == 1 and "raised ModuleNotFoundError" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_unknown_names_fail_with_one_clear_line():
     r = course("train", "no-such-run")
     assert r.returncode == 1 and "unknown reference run 'no-such-run'" in r.stderr

@@ -150,3 +150,25 @@ def test_seed_helper_returns_and_applies_the_seed():
     a = torch.rand(3)
     seed_everything(3)
     assert torch.equal(a, torch.rand(3))
+
+
+def test_train_reuses_a_complete_record_of_the_same_config_and_layers_only(small_data, runs_dir, capsys):
+    from course_utils.notebook import train
+
+    class Wider(Tiny):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.bn1, self.c2 = nn.Conv2d(1, 12, 3), nn.BatchNorm2d(12), nn.Conv2d(12, 16, 3)
+
+    cfg = TrainConfig(name="reuse", epochs=1, batch_size=64, seed=3)
+    first = train(Tiny, cfg, data=small_data, runs_dir=runs_dir, progress=False, verbose=False, max_steps=20)
+    again = train(Tiny, cfg, data=small_data, runs_dir=runs_dir, reuse=True, progress=False, verbose=False)
+    assert again.run_dir == first.run_dir and "reusing the run record" in capsys.readouterr().out
+    for a, b in zip(again.model.state_dict().values(), first.model.state_dict().values()):
+        assert torch.equal(a, b)
+    other_layers = train(Wider, cfg, data=small_data, runs_dir=runs_dir, reuse=True, progress=False, verbose=False,
+                         max_steps=20)
+    other_config = train(Tiny, cfg.replace(lr=0.02), data=small_data, runs_dir=runs_dir, reuse=True, progress=False,
+                         verbose=False, max_steps=20)
+    assert len({first.run_dir, other_layers.run_dir, other_config.run_dir}) == 3
+    assert "reusing" not in capsys.readouterr().out

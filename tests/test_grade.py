@@ -341,3 +341,19 @@ def test_cli_usage_errors_and_result_names(tmp_path):
     helped = subprocess.run([sys.executable, "-m", "course", "grade", "--help"], capture_output=True, text=True)
     assert "checkpoint (default)" in helped.stdout and "runs/ next to the notebook" in helped.stdout
     assert "``" not in helped.stdout
+
+
+def test_a_failed_check_shows_its_message_alone_in_jupyter_and_the_traceback_on_request(monkeypatch):
+    """IPython (and so nbgrader's feedback) displays an exception through ``_render_traceback_``: a failed
+    check is its one-line message, not forty lines through the grader with the message at the bottom."""
+    from autograder.judge import CheckFailed
+
+    try:
+        raise CheckFailed("`Net` is not implemented yet: write its layers")
+    except CheckFailed as e:
+        err = e
+    monkeypatch.delenv("COURSE_TRACEBACK", raising=False)
+    assert err._render_traceback_() == ["CheckFailed: `Net` is not implemented yet: write its layers"]
+    monkeypatch.setenv("COURSE_TRACEBACK", "1")
+    lines = err._render_traceback_()
+    assert lines[0].startswith("Traceback") and lines[-1].startswith("autograder.judge.CheckFailed: `Net`")

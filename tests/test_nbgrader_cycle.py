@@ -17,7 +17,7 @@ from submissions import ROOT, completed, copy_records, stub, write
 
 pytestmark = [pytest.mark.slow, pytest.mark.notebook, pytest.mark.data]
 
-NOTEBOOKS = {"session2": ["1_skeleton", "2_lighter", "3_gap", "4_bn_dropout"], "session3": ["regularization"]}
+NOTEBOOKS = {"session2": ["1_skeleton", "2_lighter", "3_gap", "4_bn_dropout", "5_speed"], "session3": ["regularization"]}
 
 
 def nbgrader(course: Path, *args: str, data_root: Path) -> str:
@@ -54,7 +54,7 @@ def test_generate_autograde_feedback_export(solution_runs, mnist_root, tmp_path)
     nbgrader(course, "export", data_root=mnist_root)
     rows = list(csv.DictReader((course / "grades.csv").open()))
     scores = {(r["student_id"], r["assignment"]): (float(r["score"]), float(r["max_score"])) for r in rows}
-    assert scores[("alice", "session2")] == (scores[("alice", "session2")][1],) * 2 == (19.0, 19.0), scores
+    assert scores[("alice", "session2")] == (scores[("alice", "session2")][1],) * 2 == (22.0, 22.0), scores
     assert scores[("alice", "session3")] == (14.0, 14.0), scores
     assert scores[("bob", "session2")][0] == 0 and scores[("bob", "session3")][0] == 0, scores
 

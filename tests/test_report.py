@@ -34,6 +34,7 @@ def test_reports_show_the_records_numbers(tmp_path):
     assert "**Target.** fewer than 10,000 parameters" in text2  # read from the solution notebook
     assert "| 1 | 9,904 |" in text2 and "| 2 | 9,904 |" in text2 and "99.57%" in text2  # seed 2 final: 99.47+0.1
     assert "**mean (min-max)**" in text2 and "99.52% (99.47-99.57)" in text2 and "| 3 | 9,904 |" not in text2
+    assert "## Iteration 5: Speed" in text2 and "No run record named `s2-5-speed` yet" in text2
 
     text3 = s3.read_text()
     for label in session3.VARIANTS:
