@@ -1,13 +1,16 @@
 """nbgrader configuration of the course (headless CLI use, no JupyterHub needed).
 
-solutions/<assignment>/  source notebooks with ### BEGIN SOLUTION markers and hidden tests
-sessions/<assignment>/   the generated student notebooks (``make release``; never edit by hand)
+solutions/<assignment>/      source notebooks with ### BEGIN SOLUTION markers and hidden tests
+build/release/<assignment>/  what ``nbgrader generate_assignment`` writes (and deletes with --force): a
+                             build folder, so the nbgrader cycle never touches committed files
+sessions/<assignment>/       the student notebooks in the repository: ``make release`` copies them there
+                             (notebooks only; the session READMEs and figures beside them stay)
 """
 c = get_config()  # noqa: F821 - provided by nbgrader when it loads this file
 
 c.CourseDirectory.course_id = "mnist-99.4-under-10k"
 c.CourseDirectory.source_directory = "solutions"
-c.CourseDirectory.release_directory = "sessions"
+c.CourseDirectory.release_directory = "build/release"   # instructor.release.RELEASE_DIRECTORY
 c.CourseDirectory.assignment_id = ""
 
 # Stubs the student sees in place of each solution region: they raise with a pointer to the task.

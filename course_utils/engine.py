@@ -6,6 +6,7 @@ Every notebook and grader calls these instead of writing its own loop.
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -175,7 +176,7 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
         penalties: Mapping[str, Penalty] | None = None, runs_dir: str | os.PathLike | None = None,
         record: bool = True, progress: bool = True, verbose: bool = True,
         device: str | torch.device | None = None, max_steps: int | None = None,
-        on_epoch: Callable[[dict], None] | None = None) -> RunResult:
+        on_epoch: Callable[[dict], None] | None = None, resume: str | os.PathLike | None = None) -> RunResult:
     """Train ``model`` on ``data`` as ``config`` says, evaluating on the test split after every epoch.
 
     ``model`` may be a module or a zero-argument factory (a class); a factory is built after
@@ -186,7 +187,11 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
     on the CPU, threads follow :mod:`course_utils.threads`. ``max_steps`` stops early (tests).
     ``on_epoch(row)`` is called with each epoch's history row as soon as it is measured (benchmarks
     time-stamp it). Returns a :class:`RunResult`; with ``record=True`` the run record is written to
-    ``runs_dir``.
+    ``runs_dir``: ``config.json`` at the start, then after every epoch ``metrics.json`` (the history so
+    far) and ``last.pt`` (model, optimizer, schedule and random states), and ``model.pt`` at the end, which
+    completes the record (``last.pt`` is then removed). An interrupted run keeps its epochs;
+    ``resume=<its folder>`` continues it from its last finished epoch, to the same result as an
+    uninterrupted run on the same machine.
     """
     tune_allocator()
     device = torch.device(device) if device is not None else default_device()
@@ -210,17 +215,37 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
     n_params = count_parameters(model)
 
     started = datetime.now(timezone.utc)
-    run_dir = _new_run_dir(runs_root(runs_dir), config, started) if record else None
-    if run_dir is not None:
+    history: list[dict] = []
+    first_epoch, steps = 1, 0
+    if resume is not None:
+        run_dir = Path(resume)
+        state = _load_progress(run_dir, config)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError:
+            raise ValueError(f"{run_dir.name} was trained by a network with other layers: it cannot be resumed "
+                             "with this one") from None
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        history = json.loads((run_dir / "metrics.json").read_text())["history"][:state["epoch"]]
+        started = datetime.fromisoformat(state["started_utc"])
+        first_epoch, steps = state["epoch"] + 1, state["steps"]
+        torch.set_rng_state(state["torch_rng"])
+        if hasattr(data.train, "generator"):
+            data.train.generator.set_state(state["loader_rng"])
+        _say(f"Resuming {run_dir.name} after epoch {state['epoch']} of {config.epochs}", verbose)
+    else:
+        run_dir = _new_run_dir(runs_root(runs_dir), config, started) if record else None
+    if run_dir is not None and resume is None:
         config.save(run_dir / "config.json")
     _say(f"Training {config.name!r}: {type(model).__name__}, {n_params:,} parameters, {config.epochs} epochs, "
          f"batch {config.batch_size}, {config.optimizer} lr {config.lr} ({config.scheduler}), seed {config.seed}; "
          + (f"on the CPU, {threads} thread{'s' if threads != 1 else ''}" if threads else f"on {device}")
          + (f", penalties {sorted(penalties)}" if penalties else ""), verbose)
 
-    history: list[dict] = []
-    steps, t_fit = 0, time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
+    t_fit = time.perf_counter()
+    for epoch in range(first_epoch, config.epochs + 1):
         model.train()
         t0 = time.perf_counter()
         loss_sum, correct, seen, pen_sums = 0.0, 0, 0, {k: 0.0 for k in penalties}
@@ -262,6 +287,8 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
                "train_seconds": train_time, "epoch_seconds": time.perf_counter() - t0, "steps": steps}
         row.update({f"penalty_{k}": v / seen for k, v in pen_sums.items()})
         history.append(row)
+        if run_dir is not None:
+            _save_progress(run_dir, history, config, model, optimizer, scheduler, data, started, steps)
         if on_epoch is not None:
             on_epoch(row)
         mark = " *" if ev and ev.accuracy >= TARGET_ACCURACY else ""
@@ -276,10 +303,42 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
     result = RunResult(run_dir, config, metrics, model)
     if run_dir is not None:
         save_record(result)
+        (run_dir / PROGRESS).unlink(missing_ok=True)
     if data.test is not None:
         _say(f"Done: best test accuracy {metrics['best_test_accuracy']:.2f}% (epoch {metrics['best_epoch']}), "
              f"final {metrics['final_test_accuracy']:.2f}%" + (f"; record: {run_dir}" if run_dir else ""), verbose)
     return result
+
+
+PROGRESS = "last.pt"
+
+
+def _save_progress(run_dir: Path, history, config, model, optimizer, scheduler, data, started, steps) -> None:
+    """After an epoch: the history so far (``metrics.json``) and what resuming needs (``last.pt``), each
+    replaced atomically, so an interruption at any moment leaves the last finished epoch on disk."""
+    partial = {"name": config.name, "seed": config.seed, "epochs_run": len(history), "complete": False,
+               "started_utc": started.isoformat(timespec="seconds"), "history": history}
+    tmp = run_dir / ".metrics.json.tmp"
+    tmp.write_text(json.dumps(partial, indent=2) + "\n")
+    state = {"epoch": len(history), "steps": steps, "started_utc": started.isoformat(),
+             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler is not None else None,
+             "torch_rng": torch.get_rng_state(),
+             "loader_rng": data.train.generator.get_state() if hasattr(data.train, "generator") else None}
+    torch.save(state, run_dir / ".last.pt.tmp")
+    os.replace(run_dir / ".last.pt.tmp", run_dir / PROGRESS)
+    os.replace(tmp, run_dir / "metrics.json")
+
+
+def _load_progress(run_dir: Path, config: TrainConfig) -> dict:
+    path = Path(run_dir) / PROGRESS
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no {PROGRESS}: nothing to resume (a finished run, or one stopped "
+                                "before its first epoch ended)")
+    saved = TrainConfig.load(Path(run_dir) / "config.json")
+    if saved != config:
+        raise ValueError(f"{run_dir} was started with another config than the one given: it cannot be resumed with it")
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def summarize(history: list[dict], *, config: TrainConfig, n_params: int, penalties=(), wall_seconds=None,

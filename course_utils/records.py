@@ -127,6 +127,23 @@ def select(config: TrainConfig | str, runs_dirs=None, *, any_seed: bool = False,
     return recs
 
 
+def interrupted(config: TrainConfig, runs_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Run folders started with exactly ``config`` that stopped after at least one epoch and before the
+    end (``last.pt`` there, no ``model.pt``): what ``fit(resume=...)`` can continue. Oldest first."""
+    root = runs_root(runs_dir)
+    out = []
+    for d in sorted(root.glob("*/last.pt")) if root.is_dir() else []:
+        d = d.parent
+        if (d / "model.pt").exists():
+            continue
+        try:
+            if TrainConfig.load(d / "config.json") == config:
+                out.append(d)
+        except (OSError, ValueError, json.JSONDecodeError):
+            continue
+    return sorted(out, key=lambda d: d.stat().st_mtime)
+
+
 def records_of(config: TrainConfig, runs_dir: str | os.PathLike | None = None) -> list[RunRecord]:
     """Records trained with exactly ``config`` apart from its seed (any seed), oldest first."""
     return select(config, runs_dir, any_seed=True)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = ("session2", "session3")
+#: where nbgrader_config.py tells ``nbgrader generate_assignment`` to write (a test checks they agree)
+RELEASE_DIRECTORY = "build/release"
 MARKERS = re.compile(r"BEGIN SOLUTION|END SOLUTION|BEGIN HIDDEN TESTS|END HIDDEN TESTS")
 
 
@@ -47,7 +49,7 @@ def generate(root: Path = ROOT, assignments=ASSIGNMENTS) -> dict[str, dict[str, 
                                   cwd=course, capture_output=True, text=True, env=_nbgrader_env())
             if proc.returncode != 0:
                 raise RuntimeError(f"nbgrader generate_assignment {a} failed:\n{proc.stderr[-3000:]}")
-            out[a] = {p.name: p.read_text() for p in sorted((course / "sessions" / a).glob("*.ipynb"))}
+            out[a] = {p.name: p.read_text() for p in sorted((course / RELEASE_DIRECTORY / a).glob("*.ipynb"))}
     return out
 
 

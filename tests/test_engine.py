@@ -172,3 +172,30 @@ def test_train_reuses_a_complete_record_of_the_same_config_and_layers_only(small
                          verbose=False, max_steps=20)
     assert len({first.run_dir, other_layers.run_dir, other_config.run_dir}) == 3
     assert "reusing" not in capsys.readouterr().out
+
+
+def test_an_interrupted_run_keeps_its_epochs_and_resumes_to_the_same_result(small_data, runs_dir):
+    from course_utils.records import interrupted
+
+    cfg = TrainConfig(name="resume", epochs=3, batch_size=64, lr=0.05, scheduler="onecycle", rotation=5.0, seed=4)
+    whole = fit(Tiny, small_data, cfg, record=False, progress=False, verbose=False)
+
+    def stop_after_two(row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(Tiny, small_data, cfg, runs_dir=runs_dir, progress=False, verbose=False, on_epoch=stop_after_two)
+    (run,) = interrupted(cfg, runs_dir)
+    kept = json.loads((run / "metrics.json").read_text())
+    assert [h["epoch"] for h in kept["history"]] == [1, 2] and not (run / "model.pt").exists()
+    assert find_records("resume", runs_dir) == []  # incomplete: never graded, never reused
+
+    resumed = fit(Tiny, small_data, cfg, runs_dir=runs_dir, progress=False, verbose=False, resume=run)
+    assert resumed.run_dir == run and [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert [h["test_accuracy"] for h in resumed.history] == [h["test_accuracy"] for h in whole.history]
+    for a, b in zip(resumed.model.state_dict().values(), whole.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not (run / "last.pt").exists() and interrupted(cfg, runs_dir) == []
+    (record,) = find_records("resume", runs_dir)
+    assert record.metrics["epochs_run"] == 3

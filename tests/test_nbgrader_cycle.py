@@ -64,3 +64,40 @@ def test_generate_autograde_feedback_export(solution_runs, mnist_root, tmp_path)
     again = list(csv.DictReader((course / "grades.csv").open()))
     assert len(again) == len(rows)
     assert {(r["student_id"], r["assignment"]): (float(r["score"]), float(r["max_score"])) for r in again} == scores
+
+
+def _readme_cycle_commands() -> list[str]:
+    """The nbgrader commands of the README's instructor cycle, verbatim (comments dropped by the shell)."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = next(i for i, ln in enumerate(lines) if "**nbgrader cycle**" in ln)
+    block = []
+    for ln in lines[start + 1:]:
+        if ln.startswith("      nbgrader "):
+            block.append(ln.strip())
+        elif block and ln.strip() and not ln.startswith("      "):
+            break
+    return block
+
+
+def test_the_readmes_instructor_cycle_run_verbatim_deletes_nothing_committed(mnist_root, tmp_path):
+    """Bug: `nbgrader generate_assignment session2 --force` from the repository root used to remove
+    sessions/session2 wholesale (its README and figures). Run the README's commands as written, in a copy
+    of the repository's tracked files with one submission collected, and compare every tracked file."""
+    commands = _readme_cycle_commands()
+    assert [c.split()[1] for c in commands] == ["generate_assignment", "autograde", "generate_feedback", "export"]
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    repo = tmp_path / "repo"
+    for rel in tracked:
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, repo / rel)
+    before = {rel: (repo / rel).read_bytes() for rel in tracked}
+    write(completed("session2/3_gap"), repo / "submitted" / "alice" / "session2", "3_gap.ipynb")
+    env = {k: v for k, v in os.environ.items() if k not in ("COURSE_RUNS", "NBGRADER_EXECUTION")}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["COURSE_DATA"] = str(mnist_root)
+    for command in commands:
+        proc = subprocess.run(command, shell=True, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, f"{command}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    changed = [rel for rel in tracked if not (repo / rel).is_file() or (repo / rel).read_bytes() != before[rel]]
+    assert changed == [], f"the README's cycle deleted or changed committed files: {changed[:10]}"
+    assert (repo / "build" / "release" / "session2" / "3_gap.ipynb").is_file() and (repo / "grades.csv").is_file()

@@ -71,3 +71,9 @@ def test_nbgrader_config_sets_only_options_nbgrader_takes():
         traits = classes[section].class_traits(config=True)
         unknown = [name for name in options if name not in traits]
         assert not unknown, f"{section}: {unknown} are not options nbgrader takes"
+
+
+def test_nbgrader_writes_its_release_where_the_release_tool_reads_it():
+    text = (ROOT / "nbgrader_config.py").read_text()
+    assert f'c.CourseDirectory.release_directory = "{release.RELEASE_DIRECTORY}"' in text
+    assert not release.RELEASE_DIRECTORY.startswith("sessions")  # --force deletes that folder
