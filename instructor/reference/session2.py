@@ -25,13 +25,13 @@ from course_utils.config import TrainConfig
 
 def conv_block(c_in: int, c_out: int, *, padding: int = 0, dropout: float = 0.05, channelwise: bool = True,
                inplace: bool = True):
-    """3x3 conv (no bias: BN follows) -> ReLU -> BatchNorm -> Dropout.
+    """3x3 conv (no bias: BN follows) -> ReLU -> BatchNorm -> Dropout (none for ``dropout=0``).
 
     The ReLU works in place (the conv's backward does not need its output): one activation-sized
     copy less per block (the measured gain: RESULTS.md, "Design measurements")."""
-    drop = nn.Dropout2d(dropout) if channelwise else nn.Dropout(dropout)
+    drop = [] if not dropout else [nn.Dropout2d(dropout) if channelwise else nn.Dropout(dropout)]
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=padding, bias=False), nn.ReLU(inplace=inplace),
-                         nn.BatchNorm2d(c_out), drop)
+                         nn.BatchNorm2d(c_out), *drop)
 
 
 class SeedNet(nn.Module):
@@ -88,7 +88,7 @@ class SpeedNet(nn.Module):
         super().__init__()
         blocks, c_in = [], 4  # 1x28x28 -> 4x14x14
         for c_out in widths:  # maps 12, 10, 8, 6, 4; receptive field 2 + 4 per block = 22 pixels
-            blocks.append(conv_block(c_in, c_out, dropout=dropout) if dropout else conv_block(c_in, c_out)[:3])
+            blocks.append(conv_block(c_in, c_out, dropout=dropout))
             c_in = c_out
         self.features = nn.Sequential(nn.PixelUnshuffle(2), *blocks, nn.AdaptiveAvgPool2d(1),
                                       nn.Conv2d(c_in, 10, 1, bias=False))
