@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup sandbox data run test test-fast bench bench-epoch bench-threads release check-release reproduce seeds frontier report grade student-release clean
+.PHONY: help setup sandbox data run test test-fast bench bench-epoch bench-threads bench-class release check-release reproduce seeds frontier report grade student-release clean
 
 help:
 	@echo "make run        train the Session 2 reference model (set-up included) and print its results"
@@ -22,13 +22,14 @@ help:
 	@echo "make bench      time to 99.4%: the seed-style pipeline vs the Session 2 references (about 13 minutes)"
 	@echo "make bench-epoch  one epoch of each pipeline, side by side"
 	@echo "make bench-threads  one training alone and two on the same cores, under three OpenMP wait settings (about 2 minutes)"
+	@echo "make bench-class  class grading throughput: submissions per minute, plain and on Dask with 1 and 2 workers (about 4 minutes)"
 	@echo "make release    regenerate the student notebooks sessions/ from solutions/ (nbgrader)"
 	@echo "make reproduce  run every solution notebook at full length, the seed sweep, then the reports"
 	@echo "make seeds      train the reference configs over SEEDS (default: 1-10, about 3.5-4 hours on 2 cores; WORKERS=2 processes) and print min/mean/max"
 	@echo "make frontier   the parameter frontier: small course-style nets with the Session 2 recipe over SEEDS (benchmarks/frontier.py)"
 	@echo "make report     render sessions/session{2,3}/README.md from the run records in runs/ (REPORT=session3: only that one)"
 	@echo "make grade SUBMISSION=path [GRADE_ARGS=--retrain]   grade notebook(s) or a folder of them"
-	@echo "make student-release   build the student template repository in build/student-template"
+	@echo "make student-release   build the grader artifact (build/grader) and the student template (build/student-template)"
 
 $(STAMP): pyproject.toml
 	@echo ">> creating $(VENV) and installing the course package (about 2 minutes the first time)"
@@ -52,11 +53,15 @@ data: setup
 run: data
 	@$(PY) -m course train session2
 
+# The fast tests run in TEST_WORKERS processes (pytest-xdist, one file per process: most of their time is
+# starting single-threaded grading workers); the slow ones one at a time, since they share the solution
+# notebooks' training runs and train on every core themselves.
+TEST_WORKERS ?= 2
 test: data
-	@$(PY) -m pytest
+	@$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile && $(PY) -m pytest -m slow
 
 test-fast: data
-	@$(PY) -m pytest -m "not slow"
+	@$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 bench: data
 	@$(PY) -m benchmarks.time_to_target
@@ -66,6 +71,9 @@ bench-epoch: data
 
 bench-threads: setup
 	@$(PY) -m benchmarks.threads
+
+bench-class: data
+	@$(PY) -m benchmarks.class_grading
 
 release: setup
 	@$(PY) -m instructor.release
@@ -97,7 +105,7 @@ grade: data
 	@$(PY) -m course grade $(SUBMISSION) $(GRADE_ARGS)
 
 student-release: setup
-	@$(PY) -m instructor.student_release $(if $(COURSE_REPO),--course-repo $(COURSE_REPO) --course-ref $(COURSE_REF))
+	@$(PY) -m instructor.student_release $(if $(GRADER_REPO),--grader-repo $(GRADER_REPO) --grader-ref $(GRADER_REF))
 
 clean:
 	rm -rf runs .pytest_cache

@@ -37,8 +37,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import sandbox
+from . import classgrade, sandbox
 from .assignments import Assignment, identify
+from .classgrade import write_atomic
 from course_utils.policy import GRADER_SEED
 from .submission import SubmissionError, read_notebook
 
@@ -417,7 +418,17 @@ def main(argv=None) -> int:
                     help="an instructor's final grade: refuse to run student code outside the sandbox (bubblewrap)")
     ap.add_argument("--allow-unisolated", action="store_true",
                     help="with --final: grade even where the sandbox is not available (the results say so)")
+    cls = ap.add_argument_group("a whole class on Dask (one task per notebook; README, \"Grading a class\")")
+    cls.add_argument("--workers", type=int, metavar="N",
+                     help="grade on a LocalCluster of N single-threaded Dask worker processes on this machine")
+    cls.add_argument("--cluster", metavar="ADDRESS", help="grade on a running Dask scheduler, e.g. tcp://host:8786")
+    cls.add_argument("--threads", type=int, default=1,
+                     help="torch threads per grading task (default 1: one per process is fastest on small CPUs)")
+    cls.add_argument("--force", action="store_true",
+                     help="grade again submissions whose notebook, run records and grader are unchanged")
     args = ap.parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        ap.error("--workers must be at least 1")
     if args.final and not args.allow_unisolated and sandbox.isolation() != sandbox.SANDBOX:
         print(f"error: a final grade needs the sandbox, and {sandbox.why_not_sandboxed()}. Install bubblewrap "
               "(apt-get install bubblewrap) or pass --allow-unisolated.", file=sys.stderr)
@@ -426,6 +437,13 @@ def main(argv=None) -> int:
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
         ap.error(f"no such file or folder: {', '.join(missing)}")   # exit status 2, nothing written
+    if args.workers or args.cluster:
+        if len(args.paths) != 1 or not Path(args.paths[0]).is_dir():
+            ap.error("--workers/--cluster grade one folder of submissions")
+        options = dict(assignment=args.assignment, retrain=args.retrain, seed=args.seed, runs_dirs=args.runs_dir,
+                       timeout=args.timeout, memory_bytes=int(args.memory_gb * 2**30), threads=args.threads)
+        return classgrade.grade_class(Path(args.paths[0]), Path(args.out), options, workers=args.workers,
+                                      cluster=args.cluster, force=args.force)
     notebooks = find_notebooks(args.paths)
     if not notebooks:
         print(f"error: no notebooks found in {', '.join(args.paths)}", file=sys.stderr)
@@ -433,19 +451,30 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     base = Path(args.paths[0]) if len(args.paths) == 1 and Path(args.paths[0]).is_dir() else None
+    if base is not None:   # a folder: grade it as a class (one row per submission), in this process
+        subs = {s.notebook: s for s in classgrade.discover(base)}
+        notebooks = [nb for nb in notebooks if nb.resolve() in subs]
+        options = dict(assignment=args.assignment, retrain=args.retrain, seed=args.seed, runs_dirs=args.runs_dir)
     reports = []
     for nb in notebooks:
         report = grade(nb, assignment=args.assignment, retrain=args.retrain, seed=args.seed, runs_dirs=args.runs_dir,
                        timeout=args.timeout, memory_bytes=int(args.memory_gb * 2**30), echo=args.retrain)
         reports.append(report)
-        dest = out / _json_name(nb, base)
-        dest.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        if base is None:
+            dest, result = out / _json_name(nb, None), report.to_dict()
+        else:  # the same file and fields as `--workers`, so a later class run skips what is unchanged
+            sub = subs[nb.resolve()]
+            dest = out / sub.name
+            result = classgrade.class_row(sub, report, classgrade.fingerprint(sub, options))
+        write_atomic(dest, json.dumps(result, indent=2) + "\n")
         print(report.table())
         print(f"  result: {dest}\n", flush=True)
     if len(reports) > 1:
         print(f"{'notebook':<50} {'score':>7}  result")
         for r in reports:
             print(f"{str(r.notebook)[-50:]:<50} {r.score:>3}/{r.max_score:<3}  {'PASS' if r.passed else 'FAIL'}")
+    if base is not None:
+        print(classgrade.finish(base, out), flush=True)
     return 0 if all(r.passed for r in reports) else 1
 
 

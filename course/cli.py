@@ -1,6 +1,7 @@
 """``course`` / ``python -m course``: the command table of the course.
 
     data, info     the library (course_utils)
+    submit         a notebook and exactly the run records it will be graded on, checked
     grade          the grader (autograder; `course grade --help`)
     train          a named reference run (instructor/reference)
     report, release  instructor tools (instructor/)
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 
 def _reference_runs() -> dict:
@@ -55,6 +57,15 @@ def cmd_train(args) -> int:
     from course_utils.engine import fit
     from course_utils.policy import TARGET_ACCURACY
 
+    if args.name.endswith(".ipynb"):   # a notebook's own runs, side by side
+        from course_utils.threads import usable_cpus
+
+        from .notebook_runs import main as train_notebook
+
+        if not Path(args.name).is_file():
+            print(f"error: no such notebook: {args.name}", file=sys.stderr)
+            return 2
+        return train_notebook(args.name, args.runs_dir, args.workers or usable_cpus())
     runs = _reference_runs()
     if args.name not in runs:
         print(f"error: unknown reference run {args.name!r}; choose from: {', '.join(sorted(runs))}", file=sys.stderr)
@@ -78,23 +89,16 @@ def cmd_train(args) -> int:
 
 
 def _notebook_net(path: str):
-    """``Net`` as the notebook's tagged setup and definitions cells define it (the student's own code,
-    run here on the student's request, as Jupyter would; grading runs it in the sandbox instead)."""
-    from autograder.submission import SubmissionError, code_cells, read_notebook
+    """``Net`` as the notebook's tagged setup and definitions cells define it."""
+    from .notebook_runs import namespace
 
-    try:
-        cells = code_cells(read_notebook(path), tags=("setup", "definitions"))
-    except SubmissionError as e:
-        raise SystemExit(f"error: {e}") from None
-    ns: dict = {"__name__": "__course_info__"}
-    for cell in cells:
-        try:
-            exec(compile(cell.source, f"{path} (cell {cell.index})", "exec"), ns)  # noqa: S102 - the user's own notebook
-        except Exception as e:  # noqa: BLE001 - reported as one line
-            raise SystemExit(f"error: cell {cell.index} of {path} ({cell.tag}) raised {type(e).__name__}: {e}") from None
-    if not isinstance(ns.get("Net"), type):
-        raise SystemExit(f"error: {path} defines no class `Net` in its cells tagged setup/definitions")
-    return ns["Net"]
+    return namespace(Path(path), tags=("setup", "definitions"))["Net"]
+
+
+def _submit(args) -> int:
+    from .submit import main
+
+    return main(args.notebook, args.runs_dir, args.out)
 
 
 def cmd_info(args) -> int:
@@ -130,8 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--offline", action="store_true", help="skip torchvision's network download")
     d.set_defaults(func=cmd_data)
 
-    t = sub.add_parser("train", help="train a named reference configuration and print its results")
-    t.add_argument("name", help="reference run name, e.g. session2")
+    t = sub.add_parser("train", help="train a named reference configuration, or a notebook's runs side by side")
+    t.add_argument("name", help="reference run name (e.g. session2), or a notebook (NOTEBOOK.ipynb: its VARIANTS "
+                                "or CONFIG, trained by its own code, one process per run; its training cell then "
+                                "reuses the records)")
+    t.add_argument("--workers", type=int, help="with a notebook: training processes (default: the usable CPUs)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--seed", type=int)
     t.add_argument("--runs-dir", help="where run records go (default: $COURSE_RUNS or ./runs)")
@@ -142,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("model", help="a notebook (its Net, from the cells tagged setup/definitions), a reference "
                                  "run name (e.g. session2) or package.module:ClassName")
     i.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("submit", help="bundle a notebook with exactly the run records it will be graded on "
+                                      "(checked first, then self-graded)")
+    s.add_argument("notebook", help="NOTEBOOK.ipynb")
+    s.add_argument("--runs-dir", help="where its run records are (default: runs/ next to it, and the repository's)")
+    s.add_argument("--out", help="the zip to write (default: NOTEBOOK-submission.zip next to it)")
+    s.set_defaults(func=lambda a: _submit(a))
 
     r = sub.add_parser("report", help="render the session READMEs from run records (instructors)")
     r.add_argument("--runs-dir")

@@ -366,6 +366,7 @@ def summarize(history: list[dict], *, config: TrainConfig, n_params: int, penalt
         "started_utc": started.isoformat(timespec="seconds") if started else None,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
+        "machine": platform.node(),
         "num_threads": torch.get_num_threads(),
         "device": str(device) if device is not None else None,
         "history": history,

@@ -9,9 +9,10 @@ The template holds what a student needs and nothing an instructor keeps back:
   front door, each copied whole (the instructor tools and reference solutions live in
   ``instructor/``, which is not copied);
 * ``pyproject.toml``, ``environment.yml``, a student ``Makefile`` and ``README.md``;
-* ``.github/workflows/grade.yml``: on every push, installs the environment, provisions MNIST and
+* ``.github/workflows/classroom.yml``: on every push, installs the environment, provisions MNIST and
   runs ``pytest autograder --submission sessions`` (checkpoint mode: the run records the student
-  commits under ``sessions/*/runs/``), and writes the score table to the job summary.
+  commits under ``sessions/*/runs/``), writes the score table to the job summary and reports the points
+  to GitHub Classroom (``autograder.classroom`` + Classroom's grading reporter action).
 
 :func:`leaks` scans a built template for solution code, hidden tests, solution markers, the
 reference solutions, data and checkpoints; the build fails if it finds any (and a test checks it).
@@ -25,19 +26,26 @@ from pathlib import Path
 
 from .release import MARKERS, ROOT, _solution_lines
 
+WORKFLOW_NAME = "classroom.yml"   # where GitHub Classroom looks for autograding
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints", "runs", "*.egg-info")
 
 WORKFLOW = """\
-# Grades this repository on every push: the same grader the instructor runs (checkpoint mode).
-# Train in the notebooks, commit the notebooks *and* the run records they write under
-# sessions/<session>/runs/, push, and read the score table in the job summary.
-name: grade
-on:
-  push:
-  workflow_dispatch:
+# GitHub Classroom autograding: grades this repository on every push with the course's grader
+# (checkpoint mode) and reports the points to the Classroom dashboard. Train in the notebooks, commit
+# the notebooks *and* the run records they write under sessions/<session>/runs/, push, and read the
+# score table in the workflow run's summary.
+name: Autograding Tests
+on: [push, repository_dispatch, workflow_dispatch]
+permissions:
+  checks: write
+  actions: read
+  contents: read
 jobs:
-  grade:
+  run-autograding-tests:
+    name: Autograding Tests           # the check run the Classroom reporter writes the points to
     runs-on: ubuntu-latest
+    # not on the template's first commit, which GitHub Classroom's bot pushes into each new repository
+    if: github.actor != 'github-classroom[bot]'
     timeout-minutes: 45
     steps:
       - uses: actions/checkout@v4
@@ -51,23 +59,32 @@ jobs:
           python -m pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu
           python -m pip install -e .
       - name: Pinned grader
-        # The grader is the course's, not this repository's: with COURSE_REPO/COURSE_REF set (make
-        # student-release COURSE_REPO=... COURSE_REF=...) it is fetched from the course repository at
-        # that commit; either way every grader file must match grader.sha256, written when the
-        # template was built. An edited test or check fails here instead of changing the grade.
+        # The grader is the course's, not this repository's: with GRADER_REPO/GRADER_REF set (make
+        # student-release GRADER_REPO=... GRADER_REF=...) its three packages are replaced by those of the
+        # grader repository (built by make student-release in build/grader: no solutions in it) at that
+        # commit; either way every grader file must match grader.sha256, written when the template was
+        # built. An edited test or check fails here, or is replaced, instead of changing the grade.
         env:
-          COURSE_REPO: "{course_repo}"
-          COURSE_REF: "{course_ref}"
+          GRADER_REPO: "{grader_repo}"
+          GRADER_REF: "{grader_ref}"
         run: |
-          if [ -n "$COURSE_REPO" ]; then
-            git clone --quiet "$COURSE_REPO" /tmp/course && git -C /tmp/course checkout --quiet "$COURSE_REF"
-            for d in autograder course_utils course; do rm -rf "$d" && cp -r "/tmp/course/$d" "$d"; done
+          if [ -n "$GRADER_REPO" ]; then
+            git clone --quiet "$GRADER_REPO" /tmp/grader && git -C /tmp/grader checkout --quiet "$GRADER_REF"
+            for d in autograder course_utils course; do rm -rf "$d" && cp -r "/tmp/grader/$d" "$d"; done
           fi
           sha256sum --check --quiet grader.sha256 || {{ echo "::error::grader files differ from the pinned copy (grader.sha256)"; exit 1; }}
+      - uses: actions/cache@v4
+        with:
+          path: data
+          key: mnist-md5-v1
       - name: MNIST (verified by MD5)
         run: python -m course data
       - name: Grade
         run: python -m pytest autograder --submission sessions --grade-json grade.json -p no:cacheprovider -q
+      - name: Classroom points
+        id: points
+        if: always()
+        run: python -m autograder.classroom grade.json >> "$GITHUB_OUTPUT"
       - name: Score table
         if: always()
         run: |
@@ -84,6 +101,13 @@ jobs:
                   print(f"| {{c['id']}} | {{c['points']}}/{{c['max_points']}} | {{'PASS' if c['passed'] else 'FAIL'}} | {{reason}} |")
               print()
           EOF
+      - name: Report points to GitHub Classroom
+        if: always()
+        uses: classroom-resources/autograding-grading-reporter@v1
+        env:
+          POINTS_RESULTS: "${{{{ steps.points.outputs.result }}}}"
+        with:
+          runners: points
       - uses: actions/upload-artifact@v4
         if: always()
         with:
@@ -142,14 +166,21 @@ README = """\
    under it; its message says what to change.
 3. Run the training cells: each run writes a record (config, per-epoch metrics, checkpoint) under
    `sessions/<session>/runs/`. Commit the notebooks **and** those `runs/` folders, then push.
-4. The `grade` workflow grades your push: the grader rebuilds your model from the notebook's tagged
+4. The `Autograding Tests` workflow grades your push: the grader rebuilds your model from the notebook's tagged
    cells (setup / definitions / config; keep the tags), evaluates your checkpoint itself on the
    MNIST test set, and checks parameters (< 10,000), no fully connected layer, epochs
    (< 15 in Session 2, < 25 in Session 3) and >= 99.4% in each of the last 3 epochs.
    The score table is in the workflow run's summary. Your instructor may also retrain your model
    from scratch with their own seed (`course grade --retrain`), so a lucky checkpoint is not enough.
 
-Grade one notebook locally: `.venv/bin/course grade sessions/session2/4_bn_dropout.ipynb`.
+Grade one notebook locally: `.venv/bin/course grade sessions/session2/4_bn_dropout.ipynb`. Before you hand
+in, `.venv/bin/course submit sessions/session2/4_bn_dropout.ipynb` checks that the run records the grader
+will grade are there (it names any that is missing and why), shows your grade, and writes a zip with the
+notebook and exactly those records.
+
+Session 3 trains five variants; with two or more cores, `.venv/bin/course train
+sessions/session3/regularization.ipynb` trains them side by side from your notebook's cells (one process
+each) and the notebook's training cell then reuses those run records instead of training again.
 """
 
 
@@ -165,9 +196,53 @@ def manifest(template: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build(out: Path, root: Path = ROOT, course_repo: str = "", course_ref: str = "") -> Path:
+GRADER_PACKAGES = ("course_utils", "autograder", "course")
+
+GRADER_README = """\
+# The MNIST course's grader ({version})
+
+The grader students' workflows run, on its own: `autograder/` (the grader: assignments, sandboxed worker,
+judge, `course grade`), `course_utils/` (the library it and the notebooks use) and `course/` (the
+command line), copied whole from the course repository by `make student-release`. It holds no solutions,
+hidden tests or reference models. `grader.sha256` lists every file's SHA-256; the student template's
+workflow (`GRADER_REPO`/`GRADER_REF`) fetches this repository at a pinned commit and checks that list.
+
+    pip install -e .          # then: course grade NOTEBOOK.ipynb
+"""
+
+
+def build_grader(out: Path, root: Path = ROOT) -> Path:
+    """The grader as its own artifact in ``out`` (replaced if it exists): the three grader packages, a
+    ``pyproject.toml`` versioned with the grader's digest, a README and ``grader.sha256``; push it as a
+    public repository so that pinned grading never needs the course repository (which holds solutions)."""
+    from autograder.classgrade import grader_version
+
+    out = Path(out).resolve()
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for package in GRADER_PACKAGES:
+        shutil.copytree(root / package, out / package, ignore=IGNORE)
+    version = grader_version()
+    text = (root / "pyproject.toml").read_text()
+    text = text.replace('name = "course-utils"', 'name = "mnist-course-grader"')
+    text = text.replace('include = ["course", "course_utils*", "autograder*", "instructor*"]',
+                        'include = ["course", "course_utils*", "autograder*"]')
+    text = text.replace('testpaths = ["tests"]', 'testpaths = ["autograder"]')
+    (out / "pyproject.toml").write_text(text)
+    (out / "README.md").write_text(GRADER_README.format(version=version))
+    (out / "VERSION").write_text(version + "\n")
+    (out / "grader.sha256").write_text(manifest(out))
+    problems = leaks(out, root)
+    if problems:
+        raise RuntimeError("the grader artifact would leak instructor material:\n" + "\n".join(problems))
+    return out
+
+
+def build(out: Path, root: Path = ROOT, grader_repo: str = "", grader_ref: str = "") -> Path:
     """Write the template into ``out`` (replaced if it exists); raise if it would leak anything.
-    ``course_repo``/``course_ref`` make the student workflow fetch the grader from that commit."""
+    ``grader_repo``/``grader_ref`` make the student workflow fetch the grader from that commit of the
+    grader repository (:func:`build_grader`)."""
     out = Path(out).resolve()
     if out.exists():
         shutil.rmtree(out)
@@ -177,7 +252,7 @@ def build(out: Path, root: Path = ROOT, course_repo: str = "", course_ref: str =
         dest.mkdir(parents=True)
         for nb in sorted(a.glob("*.ipynb")):
             shutil.copy(nb, dest / nb.name)
-    for package in ("course_utils", "autograder", "course"):
+    for package in GRADER_PACKAGES:
         shutil.copytree(root / package, out / package, ignore=IGNORE)
     for name in ("pyproject.toml", "environment.yml"):
         shutil.copy(root / name, out / name)
@@ -187,8 +262,8 @@ def build(out: Path, root: Path = ROOT, course_repo: str = "", course_ref: str =
     (out / "README.md").write_text(README)
     (out / ".gitignore").write_text(GITIGNORE)
     (out / ".github" / "workflows").mkdir(parents=True)
-    (out / ".github" / "workflows" / "grade.yml").write_text(WORKFLOW.format(course_repo=course_repo,
-                                                                            course_ref=course_ref))
+    (out / ".github" / "workflows" / WORKFLOW_NAME).write_text(WORKFLOW.format(grader_repo=grader_repo,
+                                                                              grader_ref=grader_ref))
     (out / "grader.sha256").write_text(manifest(out))
     problems = leaks(out, root)
     if problems:
@@ -228,18 +303,22 @@ def leaks(template: Path, root: Path = ROOT) -> list[str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(ROOT / "build" / "student-template"))
-    ap.add_argument("--course-repo", default="", help="git URL the student workflow fetches the grader from")
-    ap.add_argument("--course-ref", default="", help="the commit (or tag) of that repository to grade with")
+    ap.add_argument("--grader-out", default=str(ROOT / "build" / "grader"),
+                    help="where the grader artifact goes (push it as its own public repository)")
+    ap.add_argument("--grader-repo", default="", help="git URL of that grader repository, for the student workflow")
+    ap.add_argument("--grader-ref", default="", help="the commit (or tag) of the grader repository to grade with")
     args = ap.parse_args(argv)
-    if bool(args.course_repo) != bool(args.course_ref):
-        print("error: give --course-repo and --course-ref together (pin a commit)", file=sys.stderr)
+    if bool(args.grader_repo) != bool(args.grader_ref):
+        print("error: give --grader-repo and --grader-ref together (pin a commit)", file=sys.stderr)
         return 2
     try:
-        out = build(Path(args.out), course_repo=args.course_repo, course_ref=args.course_ref)
+        grader = build_grader(Path(args.grader_out))
+        out = build(Path(args.out), grader_repo=args.grader_repo, grader_ref=args.grader_ref)
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     files = sum(1 for p in out.rglob("*") if p.is_file())
+    print(f"grader artifact: {grader} (version {(grader / 'VERSION').read_text().strip()})")
     print(f"student template: {out} ({files} files); no solution code, hidden tests or reference solutions")
     return 0
 

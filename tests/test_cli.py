@@ -62,3 +62,68 @@ def test_train_one_epoch_writes_a_record(tmp_path, mnist_root):
     assert "final test accuracy" in r.stdout and "run record" in r.stdout
     (record,) = list(tmp_path.iterdir())
     assert {p.name for p in record.iterdir()} >= {"config.json", "metrics.json", "model.pt"}
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_train_a_notebooks_variants_side_by_side_then_reuse_them(tmp_path, mnist_root):
+    """`course train NOTEBOOK --workers 2`: the notebook's own VARIANTS (here two, of one epoch), each
+    in its own process; a second call finds them recorded and trains nothing."""
+    import os
+
+    from course_utils.records import find_records
+    from submissions import completed, edit, write
+
+    nb = completed("session3/regularization")
+    cell = next(c for c in nb["cells"] if "config" in c["metadata"].get("tags", []))
+    src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+    nb = edit(nb, "config", None, src + "\nVARIANTS = {k: (g, l1, c.replace(epochs=1)) for k, (g, l1, c) in "
+                                       "list(VARIANTS.items())[3:5]}\n")
+    path = write(nb, tmp_path / "session3", "regularization.ipynb")
+    env = {**os.environ, "COURSE_DATA": str(mnist_root)}
+    env.pop("COURSE_RUNS", None)
+    r = course("train", str(path), "--workers", "2", env=env)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "Training 2 run(s) of regularization.ipynb in 2 process(es)" in r.stdout, r.stdout
+    runs = tmp_path / "session3" / "runs"             # next to the notebook, where Jupyter would write them
+    assert [len(find_records(n, runs)) for n in ("s3-gbn", "s3-l1-l2-gbn")] == [1, 1], r.stdout
+    assert "GBN: final" in r.stdout and "L1+L2+GBN: final" in r.stdout
+    again = course("train", str(path), env=env)
+    assert again.returncode == 0 and again.stdout.count("reusing the run record") == 2, again.stdout
+    assert "Every run is already recorded" in again.stdout
+    missing = course("train", str(tmp_path / "nope.ipynb"))
+    assert missing.returncode == 2 and "no such notebook" in missing.stderr
+
+
+@pytest.mark.data
+def test_submit_bundles_the_notebook_with_exactly_its_graded_records(tmp_path, mnist_root):
+    """`course submit`: the graded record (the notebook's config, seed included) goes in the zip; another
+    seed's record, a smoke run and a partial checkpoint stay out; a missing record is named, no zip."""
+    import os
+    import zipfile
+
+    from instructor.reference.session2 import SESSION2_CONFIG, Session2Net
+    from records import fake_record
+    from submissions import completed, write
+
+    folder = tmp_path / "session2"
+    nb = write(completed("session2/4_bn_dropout"), folder, "4_bn_dropout.ipynb")
+    env = {**os.environ, "COURSE_DATA": str(mnist_root)}
+    env.pop("COURSE_RUNS", None)
+    missing = course("submit", str(nb), env=env)
+    assert missing.returncode == 1 and "No run record named 's2-4-bn-dropout'" in missing.stderr, missing.stderr
+    assert str(folder / "runs") in missing.stderr and "Traceback" not in missing.stderr
+    assert not list(folder.glob("*.zip"))
+
+    runs = folder / "runs"
+    fake_record(runs, Session2Net(), SESSION2_CONFIG, [99.5] * 14)
+    fake_record(runs, Session2Net(), SESSION2_CONFIG.replace(seed=2), [99.5] * 14)
+    fake_record(runs, Session2Net(), SESSION2_CONFIG.replace(name="s2-4-bn-dropout-quick", epochs=1), [90.0])
+    graded = next(d for d in runs.iterdir() if d.name.endswith("-s1") and "quick" not in d.name)
+    (graded / "last.pt").write_bytes(b"partial")
+    r = course("submit", str(nb), env=env)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert f"s2-4-bn-dropout (seed 1): {graded}" in r.stdout and "total" in r.stdout   # the self-check table
+    with zipfile.ZipFile(folder / "4_bn_dropout-submission.zip") as z:
+        assert sorted(z.namelist()) == ["4_bn_dropout.ipynb"] + [f"runs/{graded.name}/{f}" for f in
+                                                                  ("config.json", "metrics.json", "model.pt")]

@@ -168,6 +168,11 @@ def test_cli_prints_a_table_writes_json_and_exits_1_on_failure(tmp_path):
     result = json.loads((tmp_path / "grades" / "3_gap.json").read_text())
     assert result["score"] == result["max_score"] == 3 and result["passed"] is True
     assert (path.read_bytes(), broken.read_bytes()) == before, "the grader modified a submission"
+    table = (tmp_path / "grades" / "class.csv").read_text().splitlines()   # a folder is graded as a class
+    assert table[0].startswith("student,assignment,notebook,output,parameters,no_fc,total,max,passed,mode,isolation")
+    assert sorted(row.split(",")[:2] for row in table[1:]) == [["2_lighter", "session2/2_lighter"],
+                                                                 ["3_gap", "session2/3_gap"]], table
+    assert "2 submissions: 1 passed every check" in proc.stdout, proc.stdout[-1000:]
 
 
 def test_pytest_front_end_reports_points_and_feedback(tmp_path):

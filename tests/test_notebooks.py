@@ -71,9 +71,15 @@ def test_session2_graded_notebook_reaches_99_4_and_grades_from_its_record(soluti
 
 @pytest.mark.slow
 def test_session3_notebook_all_five_variants_reach_99_4(solution_runs):
+    """The five variants are trained at full length by the notebook's own cells, side by side
+    (`course train NOTEBOOK --workers 5`, as the notebook suggests on a multi-core machine); then the
+    notebook runs top to bottom, its training cell reuses exactly those records (one per variant, none
+    trained twice) and its test cells grade them."""
     res = solution_runs.execute("session3")
     assert res.errors == [], res.errors
     names = ["s3-l1-bn", "s3-l2-bn", "s3-l1-l2-bn", "s3-gbn", "s3-l1-l2-gbn"]
+    assert "Training 5 run(s) of regularization.ipynb in 5 process(es)" in solution_runs.side_by_side_log
+    assert res.text().count("reusing the run record") == len(names), res.text()[-3000:]
     for name in names:
         (record,) = find_records(name, solution_runs.runs)
         accs = [h["test_accuracy"] for h in record.history]

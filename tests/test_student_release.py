@@ -21,12 +21,12 @@ def template(tmp_path_factory):
 def test_template_holds_what_a_student_needs_and_no_instructor_material(template):
     for rel in ("sessions/session2/4_bn_dropout.ipynb", "sessions/session3/regularization.ipynb",
                 "course_utils/engine.py", "autograder/grade.py", "autograder/checks.py", "autograder/conftest.py",
-                ".github/workflows/grade.yml", "Makefile", "README.md", "pyproject.toml"):
+                ".github/workflows/classroom.yml", "Makefile", "README.md", "pyproject.toml"):
         assert (template / rel).is_file(), rel
     assert not (template / "autograder" / "reference").exists()
     assert not (template / "solutions").exists() and not (template / "tests").exists()
     assert student_release.leaks(template) == []
-    workflow = (template / ".github" / "workflows" / "grade.yml").read_text()
+    workflow = (template / ".github" / "workflows" / "classroom.yml").read_text()
     assert "pytest autograder --submission sessions" in workflow and "GITHUB_STEP_SUMMARY" in workflow
 
 
@@ -59,10 +59,10 @@ def test_template_grader_runs_on_its_own(template, tmp_path):
 
 def test_workflow_grades_with_a_pinned_grader(tmp_path):
     """grader.sha256 pins every grader file; an edited check or test fails the workflow's check, and
-    with --course-repo/--course-ref the workflow fetches the grader from the course repository."""
-    out = student_release.build(tmp_path / "pinned", course_repo="https://example.org/course.git", course_ref="abc123")
-    workflow = (out / ".github" / "workflows" / "grade.yml").read_text()
-    assert 'COURSE_REPO: "https://example.org/course.git"' in workflow and 'COURSE_REF: "abc123"' in workflow
+    with --grader-repo/--grader-ref the workflow fetches the grader from the grader repository."""
+    out = student_release.build(tmp_path / "pinned", grader_repo="https://example.org/grader.git", grader_ref="abc123")
+    workflow = (out / ".github" / "workflows" / "classroom.yml").read_text()
+    assert 'GRADER_REPO: "https://example.org/grader.git"' in workflow and 'GRADER_REF: "abc123"' in workflow
     assert workflow.index("sha256sum --check") < workflow.index("pytest autograder --submission")
     listed = (out / "grader.sha256").read_text()
     assert "autograder/checks.py" in listed and "autograder/conftest.py" in listed and "course_utils/engine.py" in listed
@@ -102,3 +102,89 @@ def test_template_never_commits_data_smoke_runs_or_grader_output(tmp_path):
     assert str(keep.relative_to(out)) in staged
     for p in junk:
         assert str(p.relative_to(out)) not in staged, p
+
+
+@pytest.mark.data
+def test_the_workflow_run_locally_reports_classroom_points(template, tmp_path, mnist_root):
+    """The workflow's own steps (MNIST, Grade, Classroom points), read from the YAML and run in order
+    with bash as the runner would, on a template with one notebook completed and one deleted: the
+    points output decodes to the reporter's format, the completed notebook earns its points, the deleted
+    one costs its points, and a second copy of a notebook adds nothing."""
+    import base64
+    import os
+    import shutil
+
+    import yaml
+
+    from autograder.assignments import ASSIGNMENTS
+
+    repo = tmp_path / "student"
+    shutil.copytree(template, repo)
+    write(completed("session2/3_gap"), repo / "sessions" / "session2", "3_gap.ipynb")
+    write(completed("session2/3_gap"), repo / "sessions" / "copy", "3_gap.ipynb")
+    (repo / "sessions" / "session2" / "1_skeleton.ipynb").unlink()
+    workflow = yaml.safe_load((repo / ".github" / "workflows" / student_release.WORKFLOW_NAME).read_text())
+    job = workflow["jobs"]["run-autograding-tests"]
+    assert job["name"] == "Autograding Tests" and "github-classroom[bot]" in job["if"]
+    steps = {s.get("name"): s for s in job["steps"]}
+    reporter = next(s for s in job["steps"] if "autograding-grading-reporter" in s.get("uses", ""))
+    assert reporter["with"]["runners"] == "points" and "steps.points.outputs.result" in reporter["env"]["POINTS_RESULTS"]
+    output = tmp_path / "github_output"
+    env = {**os.environ, "GITHUB_OUTPUT": str(output), "COURSE_DATA": str(mnist_root), "PYTHONPATH": str(repo),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for name in ("MNIST (verified by MD5)", "Grade", "Classroom points"):
+        proc = subprocess.run(["bash", "-e", "-c", steps[name]["run"]], cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=900)
+        assert proc.returncode == (1 if name == "Grade" else 0), (name, proc.stdout[-2000:], proc.stderr[-2000:])
+    (line,) = [ln for ln in output.read_text().splitlines() if ln.startswith("result=")]
+    result = json.loads(base64.b64decode(line.removeprefix("result=")))
+    assert result["version"] == 1 and result["status"] == "fail"
+    assert result["max_score"] == sum(c.points for a in ASSIGNMENTS.values() for c in a.checks)
+    by_assignment: dict = {}
+    for t in result["tests"]:
+        by_assignment.setdefault(t["name"].split(":")[0], []).append(t)
+    assert sum(t["score"] for t in by_assignment["session2/3_gap"]) == 3 and len(by_assignment["session2/3_gap"]) == 3
+    assert [t["score"] for t in by_assignment["session2/1_skeleton"]] == [0, 0, 0]
+    assert "no graded notebook for session2/1_skeleton" in by_assignment["session2/1_skeleton"][0]["message"]
+    assert sum(t["score"] for t in result["tests"]) == 3   # every other notebook is a stub
+
+
+def test_the_grader_artifact_holds_the_grader_alone_and_the_pinned_step_restores_it(template, tmp_path):
+    """`make student-release` also builds the grader as its own repository (no solutions, versioned,
+    hashed). The workflow's "Pinned grader" step, run locally against that repository as a git remote at
+    a pinned commit, replaces a student's edited grader and passes its hash check."""
+    import os
+    import shutil
+
+    import yaml
+
+    grader = student_release.build_grader(tmp_path / "grader")
+    assert sorted(p.name for p in grader.iterdir()) == ["README.md", "VERSION", "autograder", "course", "course_utils",
+                                                        "grader.sha256", "pyproject.toml"]
+    assert student_release.leaks(grader) == [] and not (grader / "instructor").exists()
+    assert 'name = "mnist-course-grader"' in (grader / "pyproject.toml").read_text()
+    assert (grader / "grader.sha256").read_text() == (template / "grader.sha256").read_text()
+    git = ["git", "-c", "user.email=t@example.org", "-c", "user.name=t"]
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "grader"]):
+        subprocess.run(git + cmd, cwd=grader, check=True, capture_output=True)
+    ref = subprocess.run(["git", "rev-parse", "HEAD"], cwd=grader, capture_output=True, text=True, check=True).stdout.strip()
+
+    repo = tmp_path / "student"
+    shutil.copytree(template, repo)
+    judge_py = repo / "autograder" / "judge.py"
+    judge_py.write_text(judge_py.read_text().replace("if n >= limit:", "if False:"))   # a student's "fix"
+    steps = {s.get("name"): s for s in yaml.safe_load((repo / ".github" / "workflows" / student_release.WORKFLOW_NAME)
+                                                      .read_text())["jobs"]["run-autograding-tests"]["steps"]}
+    step = steps["Pinned grader"]
+    run = step["run"].replace("/tmp/grader", str(tmp_path / "fetched"))
+    env = {**os.environ, "GRADER_REPO": str(grader), "GRADER_REF": ref}
+    proc = subprocess.run(["bash", "-e", "-c", run], cwd=repo, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "if n >= limit:" in judge_py.read_text()            # the course's judge is back
+    unpinned = subprocess.run(["bash", "-e", "-c", run], cwd=repo, capture_output=True, text=True,
+                              env={**os.environ, "GRADER_REPO": "", "GRADER_REF": ""})
+    assert unpinned.returncode == 0
+    judge_py.write_text(judge_py.read_text().replace("if n >= limit:", "if False:"))
+    unpinned = subprocess.run(["bash", "-e", "-c", run], cwd=repo, capture_output=True, text=True,
+                              env={**os.environ, "GRADER_REPO": "", "GRADER_REF": ""})
+    assert unpinned.returncode != 0 and "autograder/judge.py" in unpinned.stdout + unpinned.stderr

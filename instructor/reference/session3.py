@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-from .session2 import SESSION2_CONFIG
+from .session2 import SESSION2_CONFIG, SPEED_CONFIG, SpeedNet
 
 
 class GhostBatchNorm(nn.BatchNorm2d):
@@ -87,8 +87,45 @@ VARIANTS = {
     "L1+L2+GBN": (GBN_SPLITS, L1_WEIGHT, BASE.replace(name="s3-l1-l2-gbn", weight_decay=WEIGHT_DECAY, notes=GBN_NOTES)),
 }
 
+
+
+class Session3SpeedNet(nn.Module):
+    """A candidate for a faster Session 3 (not graded): Session 2's iteration 5 (``SpeedNet``: space-to-depth
+    stem, five 3x3 blocks, 9,800 parameters, no dropout) with BatchNorm or Ghost BatchNorm."""
+
+    def __init__(self, ghost: int = 0):
+        super().__init__()
+        blocks, c_in = [], 4
+        for c_out in SpeedNet.WIDTHS:
+            bn = GhostBatchNorm(c_out, ghost, momentum=0.1 / ghost) if ghost else nn.BatchNorm2d(c_out)
+            blocks += [nn.Conv2d(c_in, c_out, 3, bias=False), nn.ReLU(inplace=True), bn]
+            c_in = c_out
+        self.features = nn.Sequential(nn.PixelUnshuffle(2), *blocks, nn.AdaptiveAvgPool2d(1),
+                                      nn.Conv2d(c_in, 10, 1, bias=False))
+
+    def forward(self, x):
+        return F.log_softmax(self.features(x).flatten(1), dim=1)
+
+
+SPEED_BASE = SPEED_CONFIG.replace(name="s3f", epochs=20)
+SPEED_WEIGHT_DECAY = 1e-4
+
+#: the same five variants on ``Session3SpeedNet`` (``python -m benchmarks.seeds --only "GBN (speed)"``)
+SPEED_VARIANTS = {
+    "L1+BN (speed)": (0, L1_WEIGHT, SPEED_BASE.replace(name="s3f-l1-bn")),
+    "L2+BN (speed)": (0, 0.0, SPEED_BASE.replace(name="s3f-l2-bn", weight_decay=SPEED_WEIGHT_DECAY)),
+    "L1+L2+BN (speed)": (0, L1_WEIGHT, SPEED_BASE.replace(name="s3f-l1-l2-bn", weight_decay=SPEED_WEIGHT_DECAY)),
+    "GBN (speed)": (GBN_SPLITS, 0.0, SPEED_BASE.replace(name="s3f-gbn", notes=GBN_NOTES)),
+    "L1+L2+GBN (speed)": (GBN_SPLITS, L1_WEIGHT, SPEED_BASE.replace(name="s3f-l1-l2-gbn",
+                                                                   weight_decay=SPEED_WEIGHT_DECAY, notes=GBN_NOTES)),
+}
+
+
 def variant(name: str):
-    """``(model factory, config, penalties)`` of a named variant, ready for ``fit``."""
-    ghost, l1, config = VARIANTS[name]
+    """``(model factory, config, penalties)`` of a named variant (of ``VARIANTS`` or ``SPEED_VARIANTS``),
+    ready for ``fit``."""
+    speed = name in SPEED_VARIANTS
+    ghost, l1, config = (SPEED_VARIANTS if speed else VARIANTS)[name]
     penalties = {"l1": lambda m: l1 * l1_penalty(m)} if l1 else {}
-    return (lambda: Session3Net(ghost=ghost)), config, penalties
+    net = Session3SpeedNet if speed else Session3Net
+    return (lambda: net(ghost=ghost)), config, penalties
