@@ -94,9 +94,11 @@ def _digest_file(h, path: Path) -> None:
 
 def fingerprint(sub: Submission, options: dict) -> str:
     """What a grade depends on: the notebook's bytes, the files of its run records, the grader version
-    and the grading options. Equal fingerprints mean a regrade would give the same result."""
+    and the grading options (mode, seed, assignment, whether the sandbox was required). Equal fingerprints
+    mean a regrade would give the same result."""
     h = hashlib.sha256()
-    h.update(json.dumps({k: options[k] for k in ("retrain", "seed", "assignment")}, sort_keys=True).encode())
+    h.update(json.dumps({k: options.get(k) for k in ("retrain", "seed", "assignment", "require_sandbox")},
+                        sort_keys=True).encode())
     h.update(grader_version().encode())
     _digest_file(h, sub.notebook)
     if not options["retrain"]:
@@ -120,7 +122,7 @@ def grade_task(sub: Submission, options: dict, fp: str) -> dict:
 
     report = grade(sub.notebook, assignment=options["assignment"], retrain=options["retrain"],
                    seed=options["seed"], runs_dirs=options["runs_dirs"], timeout=options["timeout"],
-                   memory_bytes=options["memory_bytes"])
+                   memory_bytes=options["memory_bytes"], require_sandbox=options.get("require_sandbox", False))
     return class_row(sub, report, fp)
 
 
@@ -247,11 +249,12 @@ def grade_class(folder: Path, out: Path, options: dict, *, workers: int | None =
     if not subs:
         print(f"error: no notebooks found in {folder}", file=sys.stderr)
         return 1
-    done = {r["notebook"]: r for r in load_results(out)}
+    here = {str(s.notebook) for s in subs}
+    rows = {r["notebook"]: r for r in load_results(out) if r["notebook"] in here}   # this class's results so far
     todo, skipped = [], 0
     for s in subs:
         fp = fingerprint(s, options)
-        previous = done.get(str(s.notebook))
+        previous = rows.get(str(s.notebook))
         if not force and previous is not None and previous.get("fingerprint") == fp:
             skipped += 1
         else:
@@ -261,31 +264,26 @@ def grade_class(folder: Path, out: Path, options: dict, *, workers: int | None =
     status = 0
     if todo:
         try:
-            status = _run(todo, folder, out, options, workers, cluster, stream, tqdm)
+            status = _run(todo, rows, out, options, workers, cluster, stream, tqdm)
         except OSError as e:  # the scheduler is not there (distributed raises OSError on connect timeouts)
             print(f"error: cannot reach the Dask scheduler at {cluster}: {e}", file=sys.stderr)
             return 2
-    print(finish(folder, out), file=stream, flush=True)
+    print(finish(list(rows.values()), out), file=stream, flush=True)
     if status:
         return status
-    results = _results_of(folder, out)
-    return 0 if results and all(r.get("passed") for r in results) else 1
+    return 0 if rows and all(r.get("passed") for r in rows.values()) else 1
 
 
-def _results_of(folder: Path, out: Path) -> list[dict]:
-    here = {str(s.notebook) for s in discover(folder)}
-    return [r for r in load_results(out) if r["notebook"] in here]
-
-
-def finish(folder: Path, out: Path) -> str:
-    """Write the class table and the histogram of the submissions under ``folder``; return the summary."""
-    results = _results_of(folder, out)
+def finish(results: list[dict], out: Path) -> str:
+    """Write the class table and the histogram of these results; return the summary."""
     write_atomic(out / CSV_NAME, class_csv(results))
     png = histogram(results, out / HISTOGRAM_NAME)
     return summary(results) + f"\nclass table: {out / CSV_NAME}" + (f"; histogram: {png}" if png else "")
 
 
-def _run(todo, folder: Path, out: Path, options: dict, workers, cluster, stream, tqdm) -> int:
+def _run(todo, rows: dict, out: Path, options: dict, workers, cluster, stream, tqdm) -> int:
+    """Grade ``todo`` on Dask; each finished row is written as JSON at once and put into ``rows``
+    (notebook -> row), from which the class table is rewritten."""
     from distributed import as_completed
 
     client, local = _client(workers, cluster, options.get("threads", 1))
@@ -307,7 +305,8 @@ def _run(todo, folder: Path, out: Path, options: dict, workers, cluster, stream,
                 except Exception as e:  # noqa: BLE001 - KilledWorker, or a grader bug: the row says why
                     row = _failed_task(s, options, _task_error(e))   # no fingerprint: the next run retries it
                 write_atomic(out / s.name, json.dumps(row, indent=2) + "\n")
-                write_atomic(out / CSV_NAME, class_csv(_results_of(folder, out)))
+                rows[row["notebook"]] = row
+                write_atomic(out / CSV_NAME, class_csv(list(rows.values())))
                 bar.update(1)
                 bar.set_postfix_str(f"{s.student}: {row.get('score', 0)}/{row.get('max_score', 0)}")
         finally:

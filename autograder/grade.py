@@ -437,11 +437,12 @@ def main(argv=None) -> int:
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
         ap.error(f"no such file or folder: {', '.join(missing)}")   # exit status 2, nothing written
+    options = dict(assignment=args.assignment, retrain=args.retrain, seed=args.seed, runs_dirs=args.runs_dir,
+                   timeout=args.timeout, memory_bytes=int(args.memory_gb * 2**30), threads=args.threads,
+                   require_sandbox=args.final and not args.allow_unisolated)   # on every Dask worker too
     if args.workers or args.cluster:
         if len(args.paths) != 1 or not Path(args.paths[0]).is_dir():
             ap.error("--workers/--cluster grade one folder of submissions")
-        options = dict(assignment=args.assignment, retrain=args.retrain, seed=args.seed, runs_dirs=args.runs_dir,
-                       timeout=args.timeout, memory_bytes=int(args.memory_gb * 2**30), threads=args.threads)
         return classgrade.grade_class(Path(args.paths[0]), Path(args.out), options, workers=args.workers,
                                       cluster=args.cluster, force=args.force)
     notebooks = find_notebooks(args.paths)
@@ -454,11 +455,10 @@ def main(argv=None) -> int:
     if base is not None:   # a folder: grade it as a class (one row per submission), in this process
         subs = {s.notebook: s for s in classgrade.discover(base)}
         notebooks = [nb for nb in notebooks if nb.resolve() in subs]
-        options = dict(assignment=args.assignment, retrain=args.retrain, seed=args.seed, runs_dirs=args.runs_dir)
-    reports = []
+    reports, rows = [], []
     for nb in notebooks:
         report = grade(nb, assignment=args.assignment, retrain=args.retrain, seed=args.seed, runs_dirs=args.runs_dir,
-                       timeout=args.timeout, memory_bytes=int(args.memory_gb * 2**30), echo=args.retrain)
+                       timeout=args.timeout, memory_bytes=options["memory_bytes"], echo=args.retrain)
         reports.append(report)
         if base is None:
             dest, result = out / _json_name(nb, None), report.to_dict()
@@ -466,6 +466,7 @@ def main(argv=None) -> int:
             sub = subs[nb.resolve()]
             dest = out / sub.name
             result = classgrade.class_row(sub, report, classgrade.fingerprint(sub, options))
+            rows.append(result)
         write_atomic(dest, json.dumps(result, indent=2) + "\n")
         print(report.table())
         print(f"  result: {dest}\n", flush=True)
@@ -474,7 +475,7 @@ def main(argv=None) -> int:
         for r in reports:
             print(f"{str(r.notebook)[-50:]:<50} {r.score:>3}/{r.max_score:<3}  {'PASS' if r.passed else 'FAIL'}")
     if base is not None:
-        print(classgrade.finish(base, out), flush=True)
+        print(classgrade.finish(rows, out), flush=True)
     return 0 if all(r.passed for r in reports) else 1
 
 

@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("notebook", help="NOTEBOOK.ipynb")
     s.add_argument("--runs-dir", help="where its run records are (default: runs/ next to it, and the repository's)")
     s.add_argument("--out", help="the zip to write (default: NOTEBOOK-submission.zip next to it)")
-    s.set_defaults(func=lambda a: _submit(a))
+    s.set_defaults(func=_submit)
 
     r = sub.add_parser("report", help="render the session READMEs from run records (instructors)")
     r.add_argument("--runs-dir")

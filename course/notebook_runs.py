@@ -12,7 +12,6 @@ these records, trained with exactly its configs by a network with the same layer
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 
@@ -93,7 +92,3 @@ def main(path: str, runs_dir: str | None, workers: int) -> int:
             print(line, flush=True)
     print("Done: run the notebook; its training cell reuses these records.")
     return 0
-
-
-if __name__ == "__main__":  # python -m course.notebook_runs NOTEBOOK [WORKERS]
-    sys.exit(main(sys.argv[1], None, int(sys.argv[2]) if len(sys.argv) > 2 else 2))

@@ -4,7 +4,7 @@
    your request) and finds, for each config, the run record the grader will grade: the newest one trained
    with exactly that config, seed included (``autograder.judge.submitted_record``, the grader's own rule),
    in ``runs/`` next to the notebook (or ``--runs-dir``);
-2. if one is missing or incomplete, says which and why (the folders searched, the closest record and how
+2. if one is missing, says which and why (the folders searched, the closest record and how
    its config differs) and writes nothing (exit status 1);
 3. grades the notebook against those records as ``course grade`` does (a self-check: the table you will
    get), then writes ``<notebook>-submission.zip`` with the notebook and only those records' files
@@ -16,30 +16,28 @@ import sys
 import zipfile
 from pathlib import Path
 
-RECORD_FILES = ("config.json", "metrics.json", "model.pt")
-
+from course_utils.records import RECORD_FILES
 
 def graded_records(nb: Path, runs_dirs: list[Path]) -> list:
-    """The run records the grader will grade for this notebook, one per config; raises SystemExit with
-    the grader's message when one is missing."""
+    """The run records the grader will grade for this notebook, one per config (none for an assignment
+    that grades no training run); raises SystemExit with the grader's message when one is missing."""
+    from autograder.assignments import identify
     from autograder.judge import CheckFailed, submitted_record
 
     from .notebook_runs import namespace, runs
 
-    ns = namespace(nb)
-    if ns.get("CONFIG") is None and not isinstance(ns.get("VARIANTS"), dict):
-        return []   # an iteration without a graded training run: the notebook alone is the submission
+    try:
+        spec = identify(nb)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    if spec.runs is None:
+        return []   # structure-graded only: the notebook alone is the submission
     records = []
-    for label, _, _, config in runs(ns):
+    for label, _, _, config in runs(namespace(nb)):
         try:
-            rec = submitted_record(config, runs_dirs)
+            records.append(submitted_record(config, runs_dirs))   # complete records only
         except CheckFailed as e:
             raise SystemExit(f"error: {label}: {e}") from None
-        missing = [f for f in RECORD_FILES if not (rec.path / f).is_file()]
-        if missing:
-            raise SystemExit(f"error: {label}: the run record {rec.path} lacks {', '.join(missing)}: the run did not "
-                             "finish; run the training cell again")
-        records.append(rec)
     return records
 
 

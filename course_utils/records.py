@@ -73,10 +73,14 @@ class RunRecord:
         return torch.load(self.checkpoint, map_location="cpu", weights_only=True)
 
 
+#: the files of a complete run record (what graders read; ``last.pt`` is only for resuming)
+RECORD_FILES = ("config.json", "metrics.json", "model.pt")
+
+
 def load_record(path: str | os.PathLike) -> RunRecord:
     """Read ``config.json`` + ``metrics.json`` of a run folder, with a clear error when incomplete."""
     path = Path(path)
-    missing = [n for n in ("config.json", "metrics.json", "model.pt") if not (path / n).is_file()]
+    missing = [n for n in RECORD_FILES if not (path / n).is_file()]
     if missing:
         raise FileNotFoundError(f"{path} is not a complete run record: missing {', '.join(missing)} "
                                 "(was the run interrupted before it finished?)")

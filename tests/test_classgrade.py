@@ -206,3 +206,21 @@ def test_an_unreachable_cluster_is_one_line_and_exit_status_2(tmp_path):
     assert proc.returncode == 2, proc.stdout[-1000:] + proc.stderr[-1000:]
     assert "cannot reach the Dask scheduler" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-1000:]
 
+
+
+def test_a_final_grade_on_a_dask_worker_without_the_sandbox_is_refused_there(tmp_path):
+    """`--final` is checked where the grade runs: a Dask worker without a working sandbox (here turned
+    off) gives a row saying so instead of grading unisolated; and such a row is not skipped later."""
+    nb = write(completed(S2), tmp_path / "class" / "zoe", NAME2)
+    code = ("import json, sys; from pathlib import Path; from autograder.classgrade import discover, grade_task, "
+            "fingerprint\n(sub,) = discover(Path(sys.argv[1]))\n"
+            "opts = dict(assignment=None, retrain=False, seed=None, runs_dirs=None, timeout=60, memory_bytes=None, "
+            "require_sandbox=True)\n"
+            "print(json.dumps([grade_task(sub, opts, fingerprint(sub, opts)), fingerprint(sub, {**opts, "
+            "'require_sandbox': False})]))")
+    proc = subprocess.run([sys.executable, "-c", code, str(nb.parent.parent)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "COURSE_SANDBOX": "off"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row, unsandboxed_fp = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert row["score"] == 0 and "a final grade needs the sandbox" in row["error"], row
+    assert row["fingerprint"] != unsandboxed_fp
