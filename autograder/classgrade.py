@@ -291,6 +291,11 @@ def _run(todo, rows: dict, out: Path, options: dict, workers, cluster, stream, t
     try:
         link = getattr(client, "dashboard_link", None) if _has_dashboard() else None
         n = len(client.scheduler_info().get("workers", {}))
+        if not n:   # a scheduler whose workers are still starting (or not started yet): tasks would only queue
+            print(f"Dask: {cluster} has no workers yet; waiting for one (start them with `dask worker {cluster}`)",
+                  file=stream, flush=True)
+            client.wait_for_workers(1)
+            n = len(client.scheduler_info().get("workers", {}))
         print(f"Dask: {cluster or f'LocalCluster of {workers} single-threaded processes'} ({n} workers)"
               + (f"; dashboard: {link}" if link else "; pip install bokeh for Dask's dashboard"), file=stream,
               flush=True)

@@ -149,43 +149,47 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.slow
 def test_killing_a_dask_worker_mid_run_still_gives_every_row_exactly_once(tmp_path):
-    """A scheduler and two workers started by hand (what `--cluster` connects to); one worker is killed
-    with SIGKILL while the class is being graded: its task runs again on the other, one row each."""
+    """A scheduler started by hand (what `--cluster` connects to) and no worker yet: the grader says it waits
+    for one. Two workers join; one is killed with SIGKILL while the class is being graded: its task runs
+    again on the other, one row each."""
     course, out = _class_folder(tmp_path), tmp_path / "grades"
     address = f"tcp://127.0.0.1:{_free_port()}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COURSE_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    logs = tmp_path / "dask.log"
-    with open(logs, "wb") as log:
+    logs, printed = tmp_path / "dask.log", tmp_path / "grade.out"
+
+    def wait_for(condition, what, seconds=300):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and grader.poll() is None and not condition():
+            time.sleep(0.1)
+        assert condition(), f"{what}\n" + printed.read_text()[-3000:] + logs.read_text()[-3000:]
+
+    with open(logs, "wb") as log, open(printed, "w") as stdout:
         procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
                                    "--port", address.rsplit(":", 1)[1], "--no-dashboard"],
                                   stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)]
-        time.sleep(3)
-        procs += [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
-                                    "--no-nanny", "--no-dashboard", "--name", f"w{i}"],
-                                   stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-                  for i in range(2)]
         try:
             grader = subprocess.Popen([sys.executable, "-m", "course", "grade", str(course), "--cluster", address,
                                        "--out", str(out), "--timeout", "20"],
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline and grader.poll() is None and not (
-                    list(out.glob("*.json")) and _children(procs[1].pid)):
-                time.sleep(0.1)
-            assert list(out.glob("*.json")) and _children(procs[1].pid), "no grade finished, or w1 is idle"
-            os.killpg(procs[1].pid, signal.SIGKILL)   # mid-task: w1 and the grading process it has started
-            stdout, stderr = grader.communicate(timeout=900)
+                                      stdout=stdout, stderr=subprocess.PIPE, text=True)
+            wait_for(lambda: "has no workers yet; waiting" in printed.read_text(), "the grader did not wait")
+            procs += [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
+                                        "--nthreads", "1", "--no-nanny", "--no-dashboard", "--name", f"w{i}"],
+                                       stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                      for i in range(2)]
+            wait_for(lambda: list(out.glob("*.json")) and _children(procs[2].pid), "no grade finished, or w1 is idle")
+            os.killpg(procs[2].pid, signal.SIGKILL)   # mid-task: w1 and the grading process it has started
+            _, stderr = grader.communicate(timeout=900)
         finally:
-            for p in procs:
+            for p in procs + [grader]:
                 try:
-                    os.killpg(p.pid, signal.SIGKILL)
+                    os.killpg(p.pid, signal.SIGKILL) if p is not grader else p.kill()
                 except ProcessLookupError:
                     pass
                 p.wait()
 
-    proc = subprocess.CompletedProcess(grader.args, grader.returncode, stdout, stderr)
-    assert proc.returncode == 1, stdout[-3000:] + stderr[-3000:] + logs.read_text()[-3000:]
-    assert "(2 workers)" in stdout and address in stdout, stdout[-3000:]
+    proc = subprocess.CompletedProcess(grader.args, grader.returncode, printed.read_text(), stderr)
+    assert proc.returncode == 1, proc.stdout[-3000:] + stderr[-3000:] + logs.read_text()[-3000:]
+    assert address in proc.stdout and "workers)" in proc.stdout, proc.stdout[-3000:]
     _check_class(out, proc)
     assert len(_rows(out)) == len(STUDENTS)
     assert "w1" in logs.read_text() and "Remove worker" in logs.read_text(), logs.read_text()[-3000:]
