@@ -27,7 +27,7 @@ help:
 	@echo "make reproduce  run every solution notebook at full length, the seed sweep, then the reports"
 	@echo "make seeds      train the reference configs over SEEDS (default: 1-10, about 3.5-4 hours on 2 cores; WORKERS=2 processes) and print min/mean/max"
 	@echo "make frontier   the parameter frontier: small course-style nets with the Session 2 recipe over SEEDS (benchmarks/frontier.py)"
-	@echo "make report     render sessions/session{2,3}/README.md from the run records in runs/ (REPORT=session3: only that one)"
+	@echo "make report     render sessions/session{2,3}/README.md from the run records in runs/ (REPORT=session3: only that one; default: every session)"
 	@echo "make grade SUBMISSION=path [GRADE_ARGS=--retrain]   grade notebook(s) or a folder of them"
 	@echo "make student-release   build the grader artifact (build/grader) and the student template (build/student-template)"
 
@@ -88,7 +88,7 @@ check-release: setup
 
 SEEDS ?= 1 2 3 4 5 6 7 8 9 10
 WORKERS ?= 2
-NOTEBOOKS := $(sort $(wildcard solutions/session2/*.ipynb)) $(wildcard solutions/session3/*.ipynb)
+NOTEBOOKS := $(sort $(wildcard solutions/*/*.ipynb))
 
 reproduce: data
 	@COURSE_RUNS=$(CURDIR)/runs $(PY) -m instructor.notebooks $(NOTEBOOKS)
@@ -101,7 +101,7 @@ FRONTIER ?= w7632
 frontier: data
 	@$(PY) -m benchmarks.frontier --candidates $(FRONTIER) --seeds $(SEEDS) --workers $(WORKERS)
 
-REPORT ?= session2 session3
+REPORT ?=
 report: data
 	@$(PY) -m instructor.report $(addprefix --session ,$(REPORT))
 

@@ -2,7 +2,8 @@
 runs the notebook declares, and its checks with their points, titles and nbgrader cells.
 
 The points mirror the notebook's nbgrader test cells (``Check.cell``; a test asserts they agree), so
-`course grade`, `pytest autograder` and nbgrader give the same totals. Check ids name verdicts in
+`course grade`, `pytest autograder` and nbgrader give the same automatic totals; written answers
+(``Written``) are nbgrader's manually graded cells, counted by nbgrader alone. Check ids name verdicts in
 :data:`autograder.judge.CHECKS`. A new assignment (a Session 4) is one :func:`register` call (or one
 entry below) plus its notebook.
 """
@@ -28,6 +29,15 @@ class Check:
 
 
 @dataclass(frozen=True)
+class Written:
+    """A written answer (the Analysis or Findings markdown cell) that the instructor grades by hand in
+    nbgrader: its points count in nbgrader's total, never in ``course grade``'s."""
+    cell: str           # the nbgrader answer cell (grade_id)
+    points: int
+    title: str
+
+
+@dataclass(frozen=True)
 class Assignment:
     id: str                            # "session2/4_bn_dropout": solutions/<id>.ipynb, sessions/<id>.ipynb
     policy: Policy
@@ -36,6 +46,7 @@ class Assignment:
                                        # "variants" (VARIANTS), or None (no training graded)
     models: tuple[str, ...] = ("model",)  # the models the worker builds: "model" = Net(), "model:ghost=4" = Net(ghost=4)
     labels: tuple[str, ...] = ()       # the graded training runs, by label
+    written: tuple[Written, ...] = ()  # answers graded by hand (nbgrader manual grading)
 
     @property
     def session(self) -> str:
@@ -69,21 +80,27 @@ S2, S3 = POLICIES["session2"], POLICIES["session3"]
 #: the five graded Session 3 variants, in the order the notebook trains them
 SESSION3_LABELS = ("L1+BN", "L2+BN", "L1+L2+BN", "GBN", "L1+L2+GBN")
 
+
+def _analysis(points: int = 1) -> tuple:
+    return (Written("analysis", points, "Analysis: what the results show, and what to change next"),)
+
+
 ASSIGNMENTS: dict[str, Assignment] = {a.id: a for a in (
     # iterations 1-2 end with a 7x7 conv over a 7x7 map; iteration 3 teaches why to remove it
-    Assignment("session2/1_skeleton", S2, _structure(S2, 200_000, full_map_ok=True)),
-    Assignment("session2/2_lighter", S2, _structure(S2, 15_000, full_map_ok=True)),
-    Assignment("session2/3_gap", S2, _structure(S2)),
+    Assignment("session2/1_skeleton", S2, _structure(S2, 200_000, full_map_ok=True), written=_analysis()),
+    Assignment("session2/2_lighter", S2, _structure(S2, 15_000, full_map_ok=True), written=_analysis()),
+    Assignment("session2/3_gap", S2, _structure(S2), written=_analysis()),
     Assignment("session2/4_bn_dropout", S2, _structure(S2, points=(1, 2, 2)) + _training(S2),
-               runs="config", labels=("Net",)),
+               runs="config", labels=("Net",), written=_analysis(2)),
     # beyond the documents: iteration 4's rules at a third of the training time; accuracy not graded (yet)
-    Assignment("session2/5_speed", S2, _structure(S2)),
+    Assignment("session2/5_speed", S2, _structure(S2), written=_analysis()),
     Assignment("session3/regularization", S3, (
         Check("ghost_batch_norm", 4, "GhostBatchNorm = BatchNorm2d per virtual batch", cell="test_ghost_batch_norm"),
         Check("l1_penalty", 3, "l1_penalty: conv weights, value and gradient", cell="test_l1_penalty"),
         Check("net", 2, f"Net(ghost=0/4): shape, parameters < {S3.max_parameters:,}, no FC, uses GBN", cell="test_net"),
     ) + _training(S3, "each variant: ", cell_epochs="test_accuracy"),
-        runs="variants", models=("model:ghost=0", "model:ghost=4"), labels=SESSION3_LABELS),
+        runs="variants", models=("model:ghost=0", "model:ghost=4"), labels=SESSION3_LABELS,
+        written=(Written("findings", 3, "Findings: the five variants compared"),)),
 )}
 
 

@@ -169,3 +169,30 @@ def check_accuracy(model_cls, record, policy: Policy | str = "session2", data=No
     except Exception as e:  # noqa: BLE001
         _fail(f"The checkpoint could not be read: {type(e).__name__}: {e}")
     return judge.accuracy(prog, [state], test, _policy(policy), history=record.history)
+
+
+def check_all(notebook: str) -> str:
+    """Everything gradable so far, graded the way ``course grade`` grades it (Otter's ``check_all``): the
+    *saved* notebook file is graded by the real grader (its cells in a sandboxed worker where one is
+    available, the verdicts in a process that never ran them), so what the kernel holds but the file does
+    not (an unsaved edit, a cell run out of order) shows up here. Prints the table, returns the points.
+    Run records are looked for in ``runs/`` next to the notebook and where the training cell wrote them."""
+    import time
+    from pathlib import Path
+
+    from course_utils.notebook import graded_execution
+    from course_utils.records import runs_root
+
+    from .grade import default_runs_dirs, grade
+
+    if graded_execution():
+        return "skipped: nbgrader is grading this notebook itself"
+    path = Path(notebook).expanduser().resolve()
+    if not path.is_file():
+        _fail(f"There is no {notebook} in {Path.cwd()}: pass this notebook's file name (and save it first).")
+    runs = [d for d in dict.fromkeys([runs_root(), *default_runs_dirs(path)]) if d.is_dir()]
+    saved = time.strftime("%H:%M:%S", time.localtime(path.stat().st_mtime))
+    report = grade(path, runs_dirs=runs or None)
+    print(f"The notebook as saved at {saved} (save first: unsaved edits are not graded):")
+    print(report.table())
+    return f"{report.score}/{report.max_score} points" + (" (everything passes)" if report.passed else "")

@@ -70,6 +70,7 @@ class GradeReport:
     error: str | None = None          # the submission could not be graded at all
     seconds: float = 0.0
     isolation: str = sandbox.NONE     # what the student's code ran under (see autograder.sandbox)
+    written: int = 0                  # points of written answers, graded by hand (not in score/max_score)
 
     @property
     def score(self) -> int:
@@ -103,6 +104,8 @@ class GradeReport:
             lines.append(f"  {c.id:<{idw}}  {c.points:>2}/{c.max_points:<3}  {'PASS' if c.passed else 'FAIL':<6}  {reason}")
         lines.append(f"  {'total':<{idw}}  {self.score:>2}/{self.max_score:<3}  "
                      f"{'PASS' if self.passed else 'FAIL':<6}  ({self.seconds:.1f} s)")
+        if self.written:
+            lines.append(f"  + {self.written} point(s) for your written answers, graded by your instructor")
         failed = [c for c in self.checks if not c.passed]
         if failed:
             lines.append("  What to change:")
@@ -320,7 +323,7 @@ def grade(notebook: str | os.PathLike, *, assignment: str | None = None, retrain
         return report
     try:
         spec: Assignment = identify(notebook, assignment)
-        report.assignment = spec.id
+        report.assignment, report.written = spec.id, sum(w.points for w in spec.written)
         read_notebook(notebook)
     except (ValueError, SubmissionError) as e:
         if report.assignment:

@@ -68,6 +68,9 @@ def _ro_paths() -> list[Path]:
                                "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/passwd", "/etc/group",
                                "/etc/fonts")]
     paths += [Path(sys.base_prefix), Path(sys.prefix)]
+    # installed packages outside the prefix (user site, a .pth to another environment's site-packages): the
+    # worker imports torch from wherever the grader does; only package folders, never a source checkout
+    paths += [Path(p) for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
     paths += [ROOT / "autograder", ROOT / "course_utils"]
     seen, out = set(), []
     for p in paths:

@@ -1,6 +1,7 @@
 """``course`` / ``python -m course``: the command table of the course.
 
     data, info     the library (course_utils)
+    check          a self-check: notebooks graded as `course grade` grades them, nothing written
     submit         a notebook and exactly the run records it will be graded on, checked
     grade          the grader (autograder; `course grade --help`)
     train          a named reference run (instructor/reference)
@@ -101,6 +102,22 @@ def _submit(args) -> int:
     return main(args.notebook, args.runs_dir, args.out)
 
 
+def cmd_check(args) -> int:
+    """Grade notebooks as `course grade` does and print the tables; writes nothing."""
+    from autograder.grade import find_notebooks, grade
+
+    missing = [p for p in args.notebooks if not Path(p).exists()]
+    notebooks = find_notebooks(args.notebooks)
+    if missing or not notebooks:
+        print(f"error: no such notebook or folder: {', '.join(missing)}" if missing
+              else f"error: no notebooks in {', '.join(args.notebooks)}", file=sys.stderr)
+        return 2
+    reports = [grade(nb) for nb in notebooks]
+    for r in reports:
+        print(r.table())
+    return 0 if reports and all(r.passed for r in reports) else 1
+
+
 def cmd_info(args) -> int:
     from course_utils.inspection import describe, parameter_table
 
@@ -157,10 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="the zip to write (default: NOTEBOOK-submission.zip next to it)")
     s.set_defaults(func=_submit)
 
+    c = sub.add_parser("check", help="self-check: grade notebooks as `course grade` does (the saved files, "
+                                     "runs/ next to them) and print points per check; writes nothing")
+    c.add_argument("notebooks", nargs="+", help="notebooks, or folders of them (e.g. sessions)")
+    c.set_defaults(func=cmd_check)
+
     r = sub.add_parser("report", help="render the session READMEs from run records (instructors)")
     r.add_argument("--runs-dir")
-    r.add_argument("--session", choices=["session2", "session3"], action="append",
-                   help="render only this session's report (repeatable; default: both)")
+    r.add_argument("--session", action="append",
+                   help="render only this session's report (repeatable; default: every session)")
     r.set_defaults(func=lambda a: _instructor("report", (["--runs-dir", a.runs_dir] if a.runs_dir else [])
                                               + [x for s in a.session or [] for x in ("--session", s)]))
 

@@ -38,8 +38,9 @@ class Executed:
         return next((e for e in self.errors if e.grade_id == grade_id), None)
 
     def graded_ids(self) -> list[str]:
+        """The autograded (test) cells: code cells with points; written answers are graded by hand."""
         return [c.metadata["nbgrader"]["grade_id"] for c in self.notebook.cells
-                if c.metadata.get("nbgrader", {}).get("grade")]
+                if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")]
 
     def text(self) -> str:
         """All stream output of the executed notebook (for asserting on what it printed)."""

@@ -20,8 +20,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from autograder.assignments import ASSIGNMENTS as GRADED
+
 ROOT = Path(__file__).resolve().parents[1]
-ASSIGNMENTS = ("session2", "session3")
+#: nbgrader assignments = the sessions of the graded notebooks (autograder/assignments.py, their one home)
+ASSIGNMENTS = tuple(dict.fromkeys(a.session for a in GRADED.values()))
 #: where nbgrader_config.py tells ``nbgrader generate_assignment`` to write (a test checks they agree)
 RELEASE_DIRECTORY = "build/release"
 MARKERS = re.compile(r"BEGIN SOLUTION|END SOLUTION|BEGIN HIDDEN TESTS|END HIDDEN TESTS")

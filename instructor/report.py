@@ -283,7 +283,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs-dir", default=str(ROOT / "runs"))
     ap.add_argument("--session", choices=sorted(REPORTS), action="append",
-                    help="render only this session's report (repeatable; default: both)")
+                    help="render only this session's report (repeatable; default: every session)")
     args = ap.parse_args(argv)
     for p in write(args.runs_dir, sessions=args.session or tuple(REPORTS)):
         print(f"wrote {p.relative_to(ROOT)}")

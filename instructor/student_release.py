@@ -160,27 +160,43 @@ README = """\
 
     make grade      # set up, fetch MNIST, grade every notebook under sessions/ (as CI does on push)
 
-1. `make data` (sets up `.venv` and fetches MNIST into `data/`, MD5-verified; it is not committed),
-   then `.venv/bin/jupyter lab` and open `sessions/session2/1_skeleton.ipynb`.
+1. Set up `.venv` and fetch MNIST into `data/` (MD5-verified; it is never committed), then open the first
+   notebook (the second command is interactive: it starts Jupyter in your browser):
+
+       make data
+       .venv/bin/jupyter lab sessions/session2/1_skeleton.ipynb
+
 2. Replace each `raise NotImplementedError` stub (cells marked YOUR CODE HERE) and run the test cell
-   under it; its message says what to change.
+   under it; its message says what to change. Write your Analysis (Session 2) and Findings (Session 3) in
+   the answer cells that say YOUR ANSWER HERE: your instructor grades them by hand.
 3. Run the training cells: each run writes a record (config, per-epoch metrics, checkpoint) under
-   `sessions/<session>/runs/`. Commit the notebooks **and** those `runs/` folders, then push.
-4. The `Autograding Tests` workflow grades your push: the grader rebuilds your model from the notebook's tagged
-   cells (setup / definitions / config; keep the tags), evaluates your checkpoint itself on the
-   MNIST test set, and checks parameters (< 10,000), no fully connected layer, epochs
-   (< 15 in Session 2, < 25 in Session 3) and >= 99.4% in each of the last 3 epochs.
-   The score table is in the workflow run's summary. Your instructor may also retrain your model
-   from scratch with their own seed (`course grade --retrain`), so a lucky checkpoint is not enough.
+   `sessions/<session>/runs/`. Session 3 trains five variants; with two or more cores this trains them side
+   by side from your notebook's cells (one process each), and the notebook's training cell then reuses
+   those records instead of training again:
 
-Grade one notebook locally: `.venv/bin/course grade sessions/session2/4_bn_dropout.ipynb`. Before you hand
-in, `.venv/bin/course submit sessions/session2/4_bn_dropout.ipynb` checks that the run records the grader
-will grade are there (it names any that is missing and why), shows your grade, and writes a zip with the
-notebook and exactly those records.
+       .venv/bin/course train sessions/session3/regularization.ipynb
 
-Session 3 trains five variants; with two or more cores, `.venv/bin/course train
-sessions/session3/regularization.ipynb` trains them side by side from your notebook's cells (one process
-each) and the notebook's training cell then reuses those run records instead of training again.
+4. Check everything gradable so far: this grades the saved notebooks the way the course's grader does and
+   prints the points per check (the graded notebooks' last cell does the same from inside them):
+
+       .venv/bin/course check sessions
+
+5. Before you hand in, this checks that the run records the grader will grade are there (it names any
+   that is missing and why), shows your grade, and writes a zip with the notebook and exactly those records:
+
+       .venv/bin/course submit sessions/session2/4_bn_dropout.ipynb
+
+6. Commit the notebooks **and** their `runs/` folders, then push. The `Autograding Tests` workflow grades
+   your push: the grader rebuilds your model from the notebook's tagged cells (setup / definitions /
+   config; keep the tags), evaluates your checkpoint itself on the MNIST test set, and checks parameters
+   (< {s2.max_parameters:,}), no fully connected layer, epochs (< {s2.epoch_limit} in Session 2, < {s3.epoch_limit} in Session 3) and
+   >= {s2.min_accuracy}% in each of the last {s2.consistent_epochs} epochs. The score table is in the workflow run's summary. Your instructor may also
+   retrain your model from scratch with their own seed (`course grade --retrain`), so a lucky checkpoint
+   is not enough.
+
+To grade one notebook and keep the result as JSON under `grades/`:
+
+    .venv/bin/course grade sessions/session2/4_bn_dropout.ipynb
 """
 
 
@@ -259,7 +275,9 @@ def build(out: Path, root: Path = ROOT, grader_repo: str = "", grader_ref: str =
     text = (out / "pyproject.toml").read_text()
     (out / "pyproject.toml").write_text(text.replace('testpaths = ["tests"]', 'testpaths = ["autograder"]'))
     (out / "Makefile").write_text(MAKEFILE)
-    (out / "README.md").write_text(README)
+    from course_utils.policy import POLICIES
+
+    (out / "README.md").write_text(README.format(s2=POLICIES["session2"], s3=POLICIES["session3"]))
     (out / ".gitignore").write_text(GITIGNORE)
     (out / ".github" / "workflows").mkdir(parents=True)
     (out / ".github" / "workflows" / WORKFLOW_NAME).write_text(WORKFLOW.format(grader_repo=grader_repo,

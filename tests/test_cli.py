@@ -15,7 +15,7 @@ def course(*args, env=None, timeout=600):
 def test_help_lists_commands():
     r = course("--help")
     assert r.returncode == 0
-    for cmd in ("data", "train", "info"):
+    for cmd in ("data", "train", "info", "check", "submit", "grade"):
         assert cmd in r.stdout
 
 
@@ -44,6 +44,41 @@ def test_info_builds_the_net_of_a_notebook_from_its_tagged_cells(tmp_path):
     broken = edit(completed("session2/4_bn_dropout"), "net", None, "import nosuchmodule\n")
     r = course("info", str(write(broken, tmp_path / "broken", "4_bn_dropout.ipynb")))
     assert r.returncode == 1 and "raised ModuleNotFoundError" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_check_grades_notebooks_and_writes_nothing(tmp_path):
+    """`course check` is `course grade` without output files: a table per notebook with the points and the
+    written answers the instructor grades; exit 1 when a check fails, 2 for a path that is not there."""
+    from submissions import completed, stub, write
+
+    write(completed("session2/3_gap"), tmp_path / "sessions", "3_gap.ipynb")
+    write(stub("session2/1_skeleton"), tmp_path / "sessions", "1_skeleton.ipynb")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    r = subprocess.run([sys.executable, "-m", "course", "check", "sessions"], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=300)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "session2/3_gap" in r.stdout and " 3/3 " in r.stdout and "session2/1_skeleton" in r.stdout
+    assert "is not implemented yet" in r.stdout and "Traceback" not in r.stdout + r.stderr
+    assert "+ 1 point(s) for your written answers, graded by your instructor" in r.stdout
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before   # nothing written
+    r = course("check", str(tmp_path / "nope.ipynb"))
+    assert r.returncode == 2 and "no such notebook" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_check_all_grades_the_saved_notebook_from_inside_it(tmp_path, monkeypatch, capsys):
+    """The notebooks' last cell, `checks.check_all(NAME)`: the saved file graded by the real grader, the
+    table printed; a wrong name is one message; under nbgrader it does nothing (nbgrader grades)."""
+    from autograder.checks import CheckFailed, check_all
+    from submissions import completed, write
+
+    monkeypatch.chdir(write(completed("session2/3_gap"), tmp_path, "3_gap.ipynb").parent)
+    assert check_all("3_gap.ipynb") == "3/3 points (everything passes)"
+    out = capsys.readouterr().out
+    assert "The notebook as saved at" in out and "session2/3_gap" in out and "no_fc" in out
+    with pytest.raises(CheckFailed, match="There is no 3_gapp.ipynb in"):
+        check_all("3_gapp.ipynb")
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    assert check_all("3_gap.ipynb").startswith("skipped")
 
 
 def test_unknown_names_fail_with_one_clear_line():

@@ -296,6 +296,8 @@ def test_nbgrader_cell_points_equal_the_assignments_points(assignment):
     by_cell: dict = {}
     for c in spec.checks:
         by_cell[c.cell] = by_cell.get(c.cell, 0) + c.points
+    for w in spec.written:   # manually graded answer cells (markdown, nbgrader solution + grade)
+        by_cell[w.cell] = by_cell.get(w.cell, 0) + w.points
     assert by_cell == cells
 
 

@@ -77,3 +77,22 @@ def test_nbgrader_writes_its_release_where_the_release_tool_reads_it():
     text = (ROOT / "nbgrader_config.py").read_text()
     assert f'c.CourseDirectory.release_directory = "{release.RELEASE_DIRECTORY}"' in text
     assert not release.RELEASE_DIRECTORY.startswith("sessions")  # --force deletes that folder
+
+
+@pytest.mark.parametrize("assignment", ["session2/4_bn_dropout", "session3/regularization"])
+def test_written_answers_are_the_students_to_write(assignment):
+    """Analysis / Findings: the solution holds the instructor's model answer, the student copy an empty,
+    manually graded answer cell worth the assignment's points, after a prompt that asks the question."""
+    from autograder.assignments import ASSIGNMENTS
+
+    spec = ASSIGNMENTS[assignment]
+    for folder, model_answer in (("solutions", True), ("sessions", False)):
+        cells = json.loads((ROOT / folder / spec.notebook).read_text())["cells"]
+        for w in spec.written:
+            i, cell = next((i, c) for i, c in enumerate(cells)
+                           if c["metadata"].get("nbgrader", {}).get("grade_id") == w.cell)
+            meta, text = cell["metadata"]["nbgrader"], "".join(cell["source"])
+            assert cell["cell_type"] == "markdown" and meta["solution"] and meta["grade"], (folder, meta)
+            assert meta["points"] == w.points and not meta.get("locked")
+            assert (len(text) > 200) if model_answer else text == "YOUR ANSWER HERE", (folder, text[:200])
+            assert "point" in "".join(cells[i - 1]["source"]).lower()   # the prompt says what it is worth

@@ -3,6 +3,7 @@ and no solution code, hidden test, reference solution, data or checkpoint."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -188,3 +189,56 @@ def test_the_grader_artifact_holds_the_grader_alone_and_the_pinned_step_restores
     unpinned = subprocess.run(["bash", "-e", "-c", run], cwd=repo, capture_output=True, text=True,
                               env={**os.environ, "GRADER_REPO": "", "GRADER_REF": ""})
     assert unpinned.returncode != 0 and "autograder/judge.py" in unpinned.stdout + unpinned.stderr
+
+
+#: README commands that open something interactive: listed, never run by the test
+INTERACTIVE = (".venv/bin/jupyter lab",)
+
+
+def _readme_commands(text: str) -> list[str]:
+    """The student README's commands, in order: its indented code lines that start with `make` or `.venv/bin/`
+    (a trailing comment dropped)."""
+    import re
+
+    return [m.group(1).strip() for ln in text.splitlines()
+            if (m := re.match(r"^ {4,}((?:make |\.venv/bin/)[^#]*)", ln))]
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_the_student_readme_run_verbatim(template, tmp_path, mnist_root):
+    """Every command of the template's README, run in order, as written, in a fresh copy of the template
+    (stub notebooks, as a student first gets them): each does its job or fails with one clear message,
+    never a traceback. One preparation: `.venv` is created first, with this suite's own installed packages
+    on its path (a 6 GB torch install per test run is not affordable); the README's `make` then runs the
+    template's own `pip install -e .` into it. MNIST comes from the suite's verified copy ($COURSE_DATA)."""
+    import shutil
+    import sysconfig
+
+    student = tmp_path / "student"
+    shutil.copytree(template, student)
+    subprocess.run([sys.executable, "-m", "venv", str(student / ".venv")], check=True)
+    (site,) = (student / ".venv" / "lib").glob("python3*/site-packages")
+    (site / "suite_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COURSE_", "VIRTUAL_ENV", "PYTHON"))}
+    env.update(COURSE_DATA=str(mnist_root), PATH="/usr/local/bin:/usr/bin:/bin")
+
+    commands = _readme_commands((student / "README.md").read_text())
+    expected = {   # command prefix -> (exit status, what its output must say)
+        "make grade": (2, "is not implemented yet"),   # make says "Error 1": course grade exits 1 when a check fails
+        "make data": (0, "MNIST ready and verified"),
+        ".venv/bin/course train sessions/session3/regularization.ipynb": (1, "Not implemented yet"),
+        ".venv/bin/course check sessions": (1, "+ 3 point(s) for your written answers"),
+        ".venv/bin/course submit sessions/session2/4_bn_dropout.ipynb": (1, "No run record named 's2-4-bn-dropout'"),
+        ".venv/bin/course grade sessions/session2/4_bn_dropout.ipynb": (1, "session2/4_bn_dropout"),
+    }
+    assert [c for c in commands if not c.startswith(INTERACTIVE)] == list(expected), commands
+    for cmd in commands:
+        if cmd.startswith(INTERACTIVE):
+            continue
+        proc = subprocess.run(["bash", "-c", cmd], cwd=student, env=env, capture_output=True, text=True, timeout=900)
+        out = proc.stdout + proc.stderr
+        code, phrase = expected[cmd]
+        assert proc.returncode == code and phrase in out and "Traceback" not in out, (cmd, proc.returncode, out[-3000:])
+    assert (student / ".venv" / "bin" / "course").is_file()   # installed by the README's own `make`
+    assert (student / "grades" / "session2__4_bn_dropout.json").is_file()
