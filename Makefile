@@ -56,14 +56,9 @@ run: data
 # The fast tests run in TEST_WORKERS processes (pytest-xdist, one file per process: most of their time is
 # starting single-threaded grading workers); the slow ones one at a time, since they share the solution
 # notebooks' training runs and train on every core themselves.
-# Session 3's five solution runs train in the background from the start, at nice 19 (tests/pretrain.py):
-# they take the cycles the other tests leave idle, and the tests that need them run last.
 TEST_WORKERS ?= 2
-PRETRAIN := build/test-pretrain
 test: data
-	@$(PY) tests/pretrain.py start $(PRETRAIN); trap '$(PY) tests/pretrain.py stop $(PRETRAIN)' EXIT; \
-		export COURSE_PRETRAINED_RUNS=$(abspath $(PRETRAIN)); \
-		$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile && $(PY) -m pytest -m slow
+	@$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile && $(PY) -m pytest -m slow
 
 test-fast: data
 	@$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile

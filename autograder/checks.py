@@ -176,7 +176,9 @@ def check_all(notebook: str) -> str:
     *saved* notebook file is graded by the real grader (its cells in a sandboxed worker where one is
     available, the verdicts in a process that never ran them), so what the kernel holds but the file does
     not (an unsaved edit, a cell run out of order) shows up here. Prints the table, returns the points.
-    Run records are looked for in ``runs/`` next to the notebook and where the training cell wrote them."""
+    Run records are looked for where ``course grade`` looks (``runs/`` next to the notebook) and, when
+    ``$COURSE_RUNS`` sends the training cell's records elsewhere, there too (with a warning: the grader
+    will not look there)."""
     import time
     from pathlib import Path
 
@@ -190,9 +192,13 @@ def check_all(notebook: str) -> str:
     path = Path(notebook).expanduser().resolve()
     if not path.is_file():
         _fail(f"There is no {notebook} in {Path.cwd()}: pass this notebook's file name (and save it first).")
-    runs = [d for d in dict.fromkeys([runs_root(), *default_runs_dirs(path)]) if d.is_dir()]
+    graders = default_runs_dirs(path)
+    runs = [d for d in dict.fromkeys([*graders, runs_root()]) if d.is_dir()]
     saved = time.strftime("%H:%M:%S", time.localtime(path.stat().st_mtime))
     report = grade(path, runs_dirs=runs or None)
     print(f"The notebook as saved at {saved} (save first: unsaved edits are not graded):")
+    if runs_root() not in graders:
+        print(f"(run records also from $COURSE_RUNS = {runs_root()}: the grader looks only in "
+              f"{', '.join(map(str, graders))}; hand the records in there)")
     print(report.table())
     return f"{report.score}/{report.max_score} points" + (" (everything passes)" if report.passed else "")

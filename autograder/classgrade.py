@@ -24,6 +24,7 @@ be the course folder holding ``submitted/`` or ``submitted/`` itself) and a flat
 """
 from __future__ import annotations
 
+import asyncio
 import csv
 import functools
 import hashlib
@@ -40,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CSV_NAME = "class.csv"
 HISTOGRAM_NAME = "totals.png"
 CONNECT_TIMEOUT = "20s"     # how long to wait for a --cluster scheduler
+WORKER_WAIT = 600           # seconds to wait for a first worker of a --cluster that has none
 
 
 @dataclass(frozen=True)
@@ -291,10 +293,14 @@ def _run(todo, rows: dict, out: Path, options: dict, workers, cluster, stream, t
     try:
         link = getattr(client, "dashboard_link", None) if _has_dashboard() else None
         n = len(client.scheduler_info().get("workers", {}))
-        if not n:   # a scheduler whose workers are still starting (or not started yet): tasks would only queue
-            print(f"Dask: {cluster} has no workers yet; waiting for one (start them with `dask worker {cluster}`)",
-                  file=stream, flush=True)
-            client.wait_for_workers(1)
+        if not n and cluster:   # its workers are still starting, or not started yet: tasks would only queue
+            print(f"Dask: {cluster} has no workers yet; waiting up to {WORKER_WAIT // 60} minutes for one (start "
+                  f"them with `dask worker {cluster}`)", file=stream, flush=True)
+            try:
+                client.wait_for_workers(1, timeout=WORKER_WAIT)
+            except (TimeoutError, asyncio.TimeoutError):
+                print(f"error: no Dask worker joined {cluster} in {WORKER_WAIT // 60} minutes", file=sys.stderr)
+                return 2
             n = len(client.scheduler_info().get("workers", {}))
         print(f"Dask: {cluster or f'LocalCluster of {workers} single-threaded processes'} ({n} workers)"
               + (f"; dashboard: {link}" if link else "; pip install bokeh for Dask's dashboard"), file=stream,

@@ -72,12 +72,22 @@ def _ro_paths() -> list[Path]:
     # worker imports torch from wherever the grader does; only package folders, never a source checkout
     paths += [Path(p) for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
     paths += [ROOT / "autograder", ROOT / "course_utils"]
-    seen, out = set(), []
-    for p in paths:
-        if p.exists() and str(p) not in seen:
-            seen.add(str(p))
+    out = []
+    for p in paths:   # each once, and none inside a folder already bound
+        if p.exists() and not any(p == q or q in p.parents for q in out):
             out.append(p)
     return out
+
+
+def _hidden() -> list[Path]:
+    """Instructor material inside a bound package folder (a non-editable ``pip install`` of the course
+    repository puts ``instructor/``, with the reference solutions, into site-packages): mounted over with
+    an empty tmpfs, so the worker never sees it."""
+    found = set()
+    for p in _ro_paths():
+        pkgs = [p] if p.name in ("site-packages", "dist-packages") else p.glob("lib/python3*/*-packages")
+        found.update(d / "instructor" for d in pkgs if (d / "instructor").is_dir())
+    return sorted(found)
 
 
 def _bwrap(exe: str, work: Path, extra_ro: list[Path]) -> list[str]:
@@ -85,6 +95,8 @@ def _bwrap(exe: str, work: Path, extra_ro: list[Path]) -> list[str]:
            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for p in _ro_paths():
         cmd += ["--ro-bind", str(p), str(p)]
+    for p in _hidden():
+        cmd += ["--tmpfs", str(p)]
     cmd += ["--bind", str(work), str(work)]
     for p in extra_ro:
         cmd += ["--ro-bind", str(p), str(p)]

@@ -82,8 +82,10 @@ def main(path: str, runs_dir: str | None, workers: int) -> int:
         try:
             _factory(ns, ghost)()
         except Exception as e:  # noqa: BLE001 - the student's Net: one line that says what to do
-            raise SystemExit(f"error: {label}: building the notebook's Net raised {type(e).__name__}: {e}. Finish "
-                             "the cells marked YOUR CODE HERE first (their test cells say what is missing).") from None
+            hint = ("Finish the cells marked YOUR CODE HERE first" if isinstance(e, NotImplementedError)
+                    else "Fix it first")
+            raise SystemExit(f"error: {label}: building the notebook's Net raised {type(e).__name__}: {e}. {hint} "
+                             "(the test cells under it say what is wrong).") from None
         if _reusable(_factory(ns, ghost), config, runs_dir) is None:   # prints "reusing ..." when there is one
             todo.append((str(nb), label, runs_dir))
     if not todo:

@@ -177,7 +177,8 @@ README = """\
        .venv/bin/course train sessions/session3/regularization.ipynb
 
 4. Check everything gradable so far: this grades the saved notebooks the way the course's grader does and
-   prints the points per check (the graded notebooks' last cell does the same from inside them):
+   prints the points per check (the last cell of `4_bn_dropout` and of Session 3's notebook does the same
+   from inside them):
 
        .venv/bin/course check sessions
 

@@ -12,12 +12,10 @@ DATA_FIXTURES = {"mnist_root", "mnist_tensors"}
 
 def pytest_collection_modifyitems(config, items):
     """Every test that needs the real MNIST (directly or through another fixture) carries the ``data``
-    marker, so ``pytest -m "not data"`` runs exactly the tests that need no data set. Tests marked
-    ``session3_runs`` run last: `make test` trains those runs in the background meanwhile (tests/pretrain.py)."""
+    marker, so ``pytest -m "not data"`` runs exactly the tests that need no data set."""
     for item in items:
         if DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.data)
-    items.sort(key=lambda item: item.get_closest_marker("session3_runs") is not None)   # stable: order kept
 
 
 @pytest.fixture(scope="session")
@@ -73,9 +71,6 @@ class SolutionRuns:
         import shutil
         import subprocess
         import sys
-        from pathlib import Path
-
-        import pretrain
 
         from instructor.notebooks import execute
         from instructor.release import ROOT
@@ -88,15 +83,7 @@ class SolutionRuns:
             work.mkdir()
             shutil.copy(src, work)
             env = {"COURSE_RUNS": str(self.runs), "COURSE_DATA": str(ensure_mnist(verbose=False))}
-            pretrained = os.environ.get(pretrain.ENV)
-            if session in self.SIDE_BY_SIDE and pretrained:   # make test started it before the fast tests
-                code, log = pretrain.wait(Path(pretrained))
-                assert code == 0, f"background training failed (exit {code}):\n{log[-3000:]}"
-                self.runs.mkdir(parents=True, exist_ok=True)
-                for record in (Path(pretrained) / "runs").iterdir():
-                    shutil.copytree(record, self.runs / record.name)
-                self.side_by_side_log = log
-            elif session in self.SIDE_BY_SIDE:
+            if session in self.SIDE_BY_SIDE:
                 proc = subprocess.run([sys.executable, "-m", "course", "train", str(work / src.name), "--workers",
                                        str(self.SIDE_BY_SIDE[session])],
                                       env={**os.environ, **env}, capture_output=True, text=True, timeout=6 * 3600)

@@ -163,6 +163,7 @@ def test_killing_a_dask_worker_mid_run_still_gives_every_row_exactly_once(tmp_pa
             time.sleep(0.1)
         assert condition(), f"{what}\n" + printed.read_text()[-3000:] + logs.read_text()[-3000:]
 
+    grader = None
     with open(logs, "wb") as log, open(printed, "w") as stdout:
         procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
                                    "--port", address.rsplit(":", 1)[1], "--no-dashboard"],
@@ -180,7 +181,7 @@ def test_killing_a_dask_worker_mid_run_still_gives_every_row_exactly_once(tmp_pa
             os.killpg(procs[2].pid, signal.SIGKILL)   # mid-task: w1 and the grading process it has started
             _, stderr = grader.communicate(timeout=900)
         finally:
-            for p in procs + [grader]:
+            for p in procs + ([grader] if grader else []):
                 try:
                     os.killpg(p.pid, signal.SIGKILL) if p is not grader else p.kill()
                 except ProcessLookupError:

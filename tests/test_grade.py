@@ -193,8 +193,7 @@ def test_pytest_front_end_reports_points_and_feedback(tmp_path):
 # --------------------------------------------------------------------------- with real run records
 
 @pytest.mark.slow
-@pytest.mark.parametrize("assignment, session", [(S2, "session2"),
-                                                 pytest.param(S3, "session3", marks=pytest.mark.session3_runs)])
+@pytest.mark.parametrize("assignment, session", [(S2, "session2"), (S3, "session3")])
 def test_reference_solutions_get_full_marks_in_checkpoint_mode(assignment, session, solution_runs, tmp_path):
     runs = solution_runs.records_of(session)
     path = write(completed(assignment), tmp_path, assignment.split("/")[1] + ".ipynb")

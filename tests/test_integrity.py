@@ -707,3 +707,22 @@ def test_a_folder_of_ten_with_three_crashing_hanging_or_exhausting_memory_gives_
             assert scores["output"] == 1 and scores["parameters"] == 2 and scores["no_fc"] == 2, (s, r["checks"])
     messages = {s: results[s]["checks"][0]["message"] for s in bad}
     assert "SIGSEGV" in messages["carol"] and "timed out" in messages["dave"] and "memory" in messages["erin"].lower()
+
+
+@pytest.mark.skipif(sandbox.isolation() != sandbox.SANDBOX, reason="needs bubblewrap")
+def test_instructor_material_in_a_bound_package_folder_is_hidden_from_the_worker(tmp_path, monkeypatch):
+    """Package folders on the grader's sys.path are readable in the sandbox (the worker imports torch from
+    them), but an ``instructor/`` installed there (a non-editable install of the course repository, with
+    the reference solutions) is mounted over with an empty tmpfs."""
+    site = tmp_path / "lib" / "site-packages"
+    (site / "instructor" / "reference").mkdir(parents=True)
+    (site / "instructor" / "reference" / "session2.py").write_text("SOLUTION = 1\n")
+    (site / "somepackage.py").write_text("X = 1\n")
+    monkeypatch.setattr(sys, "path", [*sys.path, str(site)])
+    work = tmp_path / "work"
+    work.mkdir()
+    argv, level = sandbox.command(["/bin/sh", "-c", f"ls -A {site} {site}/instructor"], work)
+    assert level == sandbox.SANDBOX
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "somepackage.py" in proc.stdout and "reference" not in proc.stdout, proc.stdout

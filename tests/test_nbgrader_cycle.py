@@ -31,7 +31,6 @@ def nbgrader(course: Path, *args: str, data_root: Path) -> str:
     return proc.stdout + proc.stderr
 
 
-@pytest.mark.session3_runs
 def test_generate_autograde_feedback_export(solution_runs, mnist_root, tmp_path):
     runs = solution_runs.records_of("session2")
     solution_runs.records_of("session3")

@@ -71,7 +71,6 @@ def test_session2_graded_notebook_reaches_99_4_and_grades_from_its_record(soluti
 
 
 @pytest.mark.slow
-@pytest.mark.session3_runs
 def test_session3_notebook_all_five_variants_reach_99_4(solution_runs):
     """The five variants are trained at full length by the notebook's own cells, side by side
     (`course train NOTEBOOK --workers 5`, as the notebook suggests on a multi-core machine); then the

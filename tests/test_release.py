@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from autograder.assignments import ASSIGNMENTS
 from instructor import release
 
 ROOT = release.ROOT
@@ -79,12 +80,10 @@ def test_nbgrader_writes_its_release_where_the_release_tool_reads_it():
     assert not release.RELEASE_DIRECTORY.startswith("sessions")  # --force deletes that folder
 
 
-@pytest.mark.parametrize("assignment", ["session2/4_bn_dropout", "session3/regularization"])
+@pytest.mark.parametrize("assignment", sorted(a for a, spec in ASSIGNMENTS.items() if spec.written))
 def test_written_answers_are_the_students_to_write(assignment):
     """Analysis / Findings: the solution holds the instructor's model answer, the student copy an empty,
     manually graded answer cell worth the assignment's points, after a prompt that asks the question."""
-    from autograder.assignments import ASSIGNMENTS
-
     spec = ASSIGNMENTS[assignment]
     for folder, model_answer in (("solutions", True), ("sessions", False)):
         cells = json.loads((ROOT / folder / spec.notebook).read_text())["cells"]
@@ -95,4 +94,4 @@ def test_written_answers_are_the_students_to_write(assignment):
             assert cell["cell_type"] == "markdown" and meta["solution"] and meta["grade"], (folder, meta)
             assert meta["points"] == w.points and not meta.get("locked")
             assert (len(text) > 200) if model_answer else text == "YOUR ANSWER HERE", (folder, text[:200])
-            assert "point" in "".join(cells[i - 1]["source"]).lower()   # the prompt says what it is worth
+            assert f"({w.points} point" in "".join(cells[i - 1]["source"])   # the prompt says what it is worth

@@ -242,3 +242,22 @@ def test_the_student_readme_run_verbatim(template, tmp_path, mnist_root):
         assert proc.returncode == code and phrase in out and "Traceback" not in out, (cmd, proc.returncode, out[-3000:])
     assert (student / ".venv" / "bin" / "course").is_file()   # installed by the README's own `make`
     assert (student / "grades" / "session2__4_bn_dropout.json").is_file()
+
+
+def test_template_has_no_dangling_references(template):
+    """What a student reads in the template (its README, the notebooks' cells) names only files, make targets
+    and commands the template has: no instructor-only `make report`, RESULTS.md or session READMEs."""
+    import re
+
+    texts = {"README.md": (template / "README.md").read_text()}
+    for nb in (template / "sessions").rglob("*.ipynb"):
+        cells = json.loads(nb.read_text())["cells"]
+        texts[str(nb.relative_to(template))] = "\n".join("".join(c["source"]) for c in cells)
+    targets = set(re.findall(r"^([\w-]+):", (template / "Makefile").read_text(), re.M))
+    problems = []
+    for name, text in texts.items():
+        problems += [f"{name}: `make {t}`" for t in re.findall(r"`make ([\w-]+)", text) if t not in targets]
+        problems += [f"{name}: {f}" for f in re.findall(r"[\w./-]+\.md\b", text) if not (template / f).exists()]
+        problems += [f"{name}: course {c}" for c in re.findall(r"(?:`|\.venv/bin/)course (\w+)", text)
+                     if c not in ("data", "train", "info", "check", "submit", "grade")]
+    assert problems == [], problems
