@@ -79,23 +79,23 @@ def _ro_paths() -> list[Path]:
     return out
 
 
-def _hidden() -> list[Path]:
+def _hidden(bound: list[Path]) -> list[Path]:
     """Instructor material inside a bound package folder (a non-editable ``pip install`` of the course
     repository puts ``instructor/``, with the reference solutions, into site-packages): mounted over with
     an empty tmpfs, so the worker never sees it."""
-    found = set()
-    for p in _ro_paths():
-        pkgs = [p] if p.name in ("site-packages", "dist-packages") else p.glob("lib/python3*/*-packages")
-        found.update(d / "instructor" for d in pkgs if (d / "instructor").is_dir())
-    return sorted(found)
+    prefixes = {Path(sys.prefix), Path(sys.base_prefix)}
+    pkgs = [p for p in bound if p.name in ("site-packages", "dist-packages")]
+    pkgs += [d for p in bound if p in prefixes for d in p.glob("lib/python3*/*-packages")]
+    return sorted({d / "instructor" for d in pkgs if (d / "instructor").is_dir()})
 
 
 def _bwrap(exe: str, work: Path, extra_ro: list[Path]) -> list[str]:
     cmd = [exe, "--unshare-all", "--die-with-parent", "--new-session", "--uid", "65534", "--gid", "65534",
            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
-    for p in _ro_paths():
+    bound = _ro_paths()
+    for p in bound:
         cmd += ["--ro-bind", str(p), str(p)]
-    for p in _hidden():
+    for p in _hidden(bound):
         cmd += ["--tmpfs", str(p)]
     cmd += ["--bind", str(work), str(work)]
     for p in extra_ro:
