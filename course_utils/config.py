@@ -16,7 +16,9 @@ class TrainConfig:
 
     Learning rate: ``lr`` is the constant (or starting) rate; with ``scheduler="onecycle"`` it is
     OneCycleLR's peak (``max_lr``). Augmentation is applied to whole batches on tensors
-    (``rotation`` degrees, ``translate`` fraction of the image, ``scale`` +/- fraction).
+    (``rotation`` degrees, ``translate`` fraction of the image, ``scale`` +/- fraction). ``ema_decay`` > 0
+    keeps an exponential moving average of the weights (and BN statistics) after every step, and that
+    average is the network tested after each epoch, saved and graded (0: the last weights, as trained).
     """
 
     name: str = "run"
@@ -38,6 +40,7 @@ class TrainConfig:
     translate: float = 0.0
     scale: float = 0.0
     label_smoothing: float = 0.0
+    ema_decay: float = 0.0
     test_batch_size: int = 2000
     channels_last: bool = True
     notes: str = ""
@@ -53,6 +56,8 @@ class TrainConfig:
                 problems.append(f"{name}={getattr(self, name)} (must be >= 1)")
         if self.lr <= 0:
             problems.append(f"lr={self.lr} (must be > 0)")
+        if not 0.0 <= self.ema_decay < 1.0:
+            problems.append(f"ema_decay={self.ema_decay} (must be in [0, 1))")
         if problems:
             raise ValueError("Invalid TrainConfig: " + "; ".join(problems))
 

@@ -191,7 +191,8 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
     far) and ``last.pt`` (model, optimizer, schedule and random states), and ``model.pt`` at the end, which
     completes the record (``last.pt`` is then removed). An interrupted run keeps its epochs;
     ``resume=<its folder>`` continues it from its last finished epoch, to the same result as an
-    uninterrupted run on the same machine.
+    uninterrupted run on the same machine. With ``config.ema_decay`` the network that is tested after each
+    epoch, saved and returned is the moving average of the weights (:func:`_averaged`).
     """
     tune_allocator()
     device = torch.device(device) if device is not None else default_device()
@@ -213,6 +214,7 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
     steps_per_epoch = len(data.train)
     scheduler, per_batch = make_scheduler(optimizer, config, steps_per_epoch)
     n_params = count_parameters(model)
+    ema = _averaged(model, config.ema_decay)
 
     started = datetime.now(timezone.utc)
     history: list[dict] = []
@@ -228,6 +230,8 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         history = json.loads((run_dir / "metrics.json").read_text())["history"][:state["epoch"]]
         started = datetime.fromisoformat(state["started_utc"])
         first_epoch, steps = state["epoch"] + 1, state["steps"]
@@ -269,6 +273,8 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
             optimizer.step()
             if per_batch:
                 scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
             loss_sum += loss.item() * len(y)
             correct += (out.argmax(1) == y).sum().item()
             seen += len(y)
@@ -281,14 +287,15 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
         if scheduler is not None and not per_batch:
             scheduler.step()
         train_time = time.perf_counter() - t0
-        ev = evaluate(model, data.test, device=device) if data.test is not None else None
+        graded = model if ema is None else ema.module  # the network that is tested, saved and graded
+        ev = evaluate(graded, data.test, device=device) if data.test is not None else None
         row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": 100.0 * correct / seen,
                "test_loss": ev.loss if ev else None, "test_accuracy": ev.accuracy if ev else None, "lr": lr_used,
                "train_seconds": train_time, "epoch_seconds": time.perf_counter() - t0, "steps": steps}
         row.update({f"penalty_{k}": v / seen for k, v in pen_sums.items()})
         history.append(row)
         if run_dir is not None:
-            _save_progress(run_dir, history, config, model, optimizer, scheduler, data, started, steps)
+            _save_progress(run_dir, history, config, model, optimizer, scheduler, data, started, steps, ema)
         if on_epoch is not None:
             on_epoch(row)
         mark = " *" if ev and ev.accuracy >= TARGET_ACCURACY else ""
@@ -298,6 +305,8 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
         if max_steps is not None and steps >= max_steps:
             break
 
+    if ema is not None:
+        model = ema.module
     metrics = summarize(history, config=config, n_params=n_params, penalties=sorted(penalties),
                         wall_seconds=time.perf_counter() - t_fit, started=started, model=model, device=device)
     result = RunResult(run_dir, config, metrics, model)
@@ -313,7 +322,19 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
 PROGRESS = "last.pt"
 
 
-def _save_progress(run_dir: Path, history, config, model, optimizer, scheduler, data, started, steps) -> None:
+def _averaged(model: nn.Module, decay: float):
+    """With ``decay`` > 0: an exponential moving average of the weights and of the BatchNorm statistics,
+    updated after every optimizer step (``avg = decay * avg + (1 - decay) * weights``). That average is
+    the network ``fit`` tests after each epoch, saves and returns: a trained network in its own right, whose
+    plain predictions are graded."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _save_progress(run_dir: Path, history, config, model, optimizer, scheduler, data, started, steps, ema=None) -> None:
     """After an epoch: the history so far (``metrics.json``) and what resuming needs (``last.pt``), each
     replaced atomically, so an interruption at any moment leaves the last finished epoch on disk."""
     partial = {"name": config.name, "seed": config.seed, "epochs_run": len(history), "complete": False,
@@ -323,6 +344,7 @@ def _save_progress(run_dir: Path, history, config, model, optimizer, scheduler, 
     state = {"epoch": len(history), "steps": steps, "started_utc": started.isoformat(),
              "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler is not None else None,
+             "ema": ema.state_dict() if ema is not None else None,
              "torch_rng": torch.get_rng_state(),
              "loader_rng": data.train.generator.get_state() if hasattr(data.train, "generator") else None}
     torch.save(state, run_dir / ".last.pt.tmp")

@@ -27,6 +27,42 @@ from pathlib import Path
 from .release import MARKERS, ROOT, _solution_lines
 
 WORKFLOW_NAME = "classroom.yml"   # where GitHub Classroom looks for autograding
+
+#: The first code cell of every course notebook (a test checks the solution notebooks hold exactly this):
+#: on Colab, or in any Python without the course package, it installs the grader package (``build_grader``:
+#: the library, the grader and the command line) from the address ``build`` writes into ``COURSE_PACKAGE``
+#: when given ``grader_repo``/``grader_ref``; where the package is installed it does nothing. Its tag is not
+#: one the grader runs.
+INSTALL_TAG = "install"
+INSTALL_CELL = """\
+# On Colab, or in any Python without the course package: install it first (about a minute).
+COURSE_PACKAGE = ""  # the course package's address (git+https://...@commit): your instructor fills it in
+import importlib.util
+if importlib.util.find_spec("course_utils") is None:
+    if not COURSE_PACKAGE:
+        raise SystemExit("The course package is not installed in this Python. On your machine: run `make` in "
+                         "your course repository and choose its .venv as the notebook's kernel. On Colab: set "
+                         "COURSE_PACKAGE above to the address your instructor gives you, then run this cell again.")
+    import subprocess, sys
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", COURSE_PACKAGE])
+    importlib.invalidate_caches()
+"""
+
+
+def install_address(grader_repo: str, grader_ref: str) -> str:
+    """What the install cell pip-installs: the grader repository at the pinned commit."""
+    return f"git+{grader_repo}@{grader_ref}" if grader_ref else f"git+{grader_repo}"
+
+
+def _fill_install_cell(notebook: Path, address: str) -> None:
+    import json
+
+    nb = json.loads(notebook.read_text())
+    for cell in nb["cells"]:
+        if INSTALL_TAG in cell.get("metadata", {}).get("tags", []):
+            source = "".join(cell["source"]).replace('COURSE_PACKAGE = ""', f"COURSE_PACKAGE = {address!r}", 1)
+            cell["source"] = source.splitlines(keepends=True)
+    notebook.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints", "runs", "*.egg-info")
 
 WORKFLOW = """\
@@ -198,6 +234,11 @@ README = """\
 To grade one notebook and keep the result as JSON under `grades/`:
 
     .venv/bin/course grade sessions/session2/4_bn_dropout.ipynb
+
+On Colab (or any Jupyter without this repository's `.venv`), each notebook's first code cell installs the
+course package where it is missing, from the address your instructor wrote into it (if there is none, the
+cell says what to do); MNIST is then downloaded in the Colab session. The run records stay there too:
+download the notebook and its `runs/` folder into `sessions/<session>/` here before you commit.
 """
 
 
@@ -269,6 +310,8 @@ def build(out: Path, root: Path = ROOT, grader_repo: str = "", grader_ref: str =
         dest.mkdir(parents=True)
         for nb in sorted(a.glob("*.ipynb")):
             shutil.copy(nb, dest / nb.name)
+            if grader_repo:
+                _fill_install_cell(dest / nb.name, install_address(grader_repo, grader_ref))
     for package in GRADER_PACKAGES:
         shutil.copytree(root / package, out / package, ignore=IGNORE)
     for name in ("pyproject.toml", "environment.yml"):

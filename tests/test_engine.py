@@ -37,6 +37,13 @@ def small_data(mnist_tensors):
     return mnist_data(64, tensors=(xtr[:12800], ytr[:12800], xte[:2000], yte[:2000]), seed=0)
 
 
+@pytest.fixture(scope="module")
+def few_batches(mnist_tensors):
+    """50 training batches per epoch: for tests of what a run does, not of how well it learns."""
+    xtr, ytr, xte, yte = mnist_tensors
+    return mnist_data(64, tensors=(xtr[:3200], ytr[:3200], xte[:1000], yte[:1000]), seed=0)
+
+
 def test_training_a_few_hundred_steps_lowers_the_loss(small_data, runs_dir):
     seed_everything(0)
     model = Tiny()
@@ -125,9 +132,25 @@ def test_wrong_output_shape_gives_a_clear_error(small_data):
         fit(Flat, small_data, TrainConfig(epochs=1), record=False, progress=False, verbose=False)
 
 
+def test_the_averaged_network_is_the_one_tested_saved_and_returned(small_data):
+    """With ema_decay, each epoch's test accuracy, the checkpoint and the returned model are the moving
+    average of the weights (and BN statistics), not the last weights the optimizer produced."""
+    cfg = TrainConfig(name="ema", epochs=1, batch_size=64, lr=0.05, seed=3, ema_decay=0.99)
+    plain = fit(Tiny, small_data, cfg.replace(ema_decay=0.0), record=False, progress=False, verbose=False)
+    averaged = fit(Tiny, small_data, cfg, record=False, progress=False, verbose=False)
+    assert type(averaged.model) is Tiny
+    # the same optimizer steps ran (same seed): the averaged network differs from the last weights
+    assert not torch.equal(averaged.model.c1.weight, plain.model.c1.weight)
+    assert not torch.equal(averaged.model.bn1.running_mean, plain.model.bn1.running_mean)
+    assert evaluate(averaged.model, small_data).accuracy == averaged.final_test_accuracy
+    assert averaged.final_test_accuracy > 80.0
+
+
 def test_config_validates_and_round_trips(tmp_path):
     with pytest.raises(ValueError, match="optimizer='rmsprop'"):
         TrainConfig(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="ema_decay=1.0"):
+        TrainConfig(ema_decay=1.0)
     with pytest.raises(ValueError, match="epochs=0"):
         TrainConfig(epochs=0)
     cfg = TrainConfig(name="x", rotation=5.0)
@@ -174,24 +197,26 @@ def test_train_reuses_a_complete_record_of_the_same_config_and_layers_only(small
     assert "reusing" not in capsys.readouterr().out
 
 
-def test_an_interrupted_run_keeps_its_epochs_and_resumes_to_the_same_result(small_data, runs_dir):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.99])
+def test_an_interrupted_run_keeps_its_epochs_and_resumes_to_the_same_result(few_batches, runs_dir, ema_decay):
     from course_utils.records import interrupted
 
-    cfg = TrainConfig(name="resume", epochs=3, batch_size=64, lr=0.05, scheduler="onecycle", rotation=5.0, seed=4)
-    whole = fit(Tiny, small_data, cfg, record=False, progress=False, verbose=False)
+    cfg = TrainConfig(name="resume", epochs=3, batch_size=64, lr=0.05, scheduler="onecycle", rotation=5.0, seed=4,
+                      ema_decay=ema_decay)
+    whole = fit(Tiny, few_batches, cfg, record=False, progress=False, verbose=False)
 
     def stop_after_two(row):
         if row["epoch"] == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(Tiny, small_data, cfg, runs_dir=runs_dir, progress=False, verbose=False, on_epoch=stop_after_two)
+        fit(Tiny, few_batches, cfg, runs_dir=runs_dir, progress=False, verbose=False, on_epoch=stop_after_two)
     (run,) = interrupted(cfg, runs_dir)
     kept = json.loads((run / "metrics.json").read_text())
     assert [h["epoch"] for h in kept["history"]] == [1, 2] and not (run / "model.pt").exists()
     assert find_records("resume", runs_dir) == []  # incomplete: never graded, never reused
 
-    resumed = fit(Tiny, small_data, cfg, runs_dir=runs_dir, progress=False, verbose=False, resume=run)
+    resumed = fit(Tiny, few_batches, cfg, runs_dir=runs_dir, progress=False, verbose=False, resume=run)
     assert resumed.run_dir == run and [h["epoch"] for h in resumed.history] == [1, 2, 3]
     assert [h["test_accuracy"] for h in resumed.history] == [h["test_accuracy"] for h in whole.history]
     for a, b in zip(resumed.model.state_dict().values(), whole.model.state_dict().values()):

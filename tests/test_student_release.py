@@ -261,3 +261,39 @@ def test_template_has_no_dangling_references(template):
         problems += [f"{name}: course {c}" for c in re.findall(r"(?:`|\.venv/bin/)course (\w+)", text)
                      if c not in ("data", "train", "info", "check", "submit", "grade")]
     assert problems == [], problems
+
+
+def _first_code_cell(path: Path) -> dict:
+    return next(c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+
+
+def test_every_course_notebook_starts_with_the_install_cell():
+    """Colab: each notebook's first code cell installs the course package where it is missing (one text,
+    `student_release.INSTALL_CELL`, in every solution notebook and so in every generated student copy)."""
+    notebooks = sorted((ROOT / "solutions").rglob("*.ipynb")) + sorted((ROOT / "sessions").rglob("*.ipynb"))
+    assert len(notebooks) >= 12
+    for nb in notebooks:
+        cell = _first_code_cell(nb)
+        assert "".join(cell["source"]) == student_release.INSTALL_CELL, nb
+        assert cell["metadata"].get("tags") == [student_release.INSTALL_TAG], nb
+
+
+def test_the_install_cell_installs_the_pinned_grader_where_the_package_is_missing(tmp_path, monkeypatch):
+    import importlib.util
+
+    out = student_release.build(tmp_path / "pinned", grader_repo="https://example.org/grader.git", grader_ref="abc123")
+    sources = ["".join(_first_code_cell(nb)["source"]) for nb in sorted((out / "sessions").rglob("*.ipynb"))]
+    real_find_spec, calls = importlib.util.find_spec, []
+
+    exec(sources[0], {})  # noqa: S102  (the package is installed here: the cell does nothing)
+    assert calls == []
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "course_utils"
+                        else real_find_spec(name, *a))
+    monkeypatch.setattr(subprocess, "check_call", lambda cmd: calls.append(cmd) or 0)
+    for source in sources:
+        exec(source, {})  # noqa: S102
+    assert calls == [[sys.executable, "-m", "pip", "install", "--quiet",
+                      "git+https://example.org/grader.git@abc123"]] * len(sources)
+    with pytest.raises(SystemExit, match="set COURSE_PACKAGE above to the address your instructor gives you"):
+        exec(student_release.INSTALL_CELL, {})  # noqa: S102  (a template built without the address)
+    assert len(calls) == len(sources)
