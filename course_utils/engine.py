@@ -215,6 +215,7 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
     scheduler, per_batch = make_scheduler(optimizer, config, steps_per_epoch)
     n_params = count_parameters(model)
     ema = _averaged(model, config.ema_decay)
+    graded = model if ema is None else ema.module  # the network that is tested, saved and returned
 
     started = datetime.now(timezone.utc)
     history: list[dict] = []
@@ -287,7 +288,6 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
         if scheduler is not None and not per_batch:
             scheduler.step()
         train_time = time.perf_counter() - t0
-        graded = model if ema is None else ema.module  # the network that is tested, saved and graded
         ev = evaluate(graded, data.test, device=device) if data.test is not None else None
         row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": 100.0 * correct / seen,
                "test_loss": ev.loss if ev else None, "test_accuracy": ev.accuracy if ev else None, "lr": lr_used,
@@ -305,11 +305,9 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
         if max_steps is not None and steps >= max_steps:
             break
 
-    if ema is not None:
-        model = ema.module
     metrics = summarize(history, config=config, n_params=n_params, penalties=sorted(penalties),
-                        wall_seconds=time.perf_counter() - t_fit, started=started, model=model, device=device)
-    result = RunResult(run_dir, config, metrics, model)
+                        wall_seconds=time.perf_counter() - t_fit, started=started, model=graded, device=device)
+    result = RunResult(run_dir, config, metrics, graded)
     if run_dir is not None:
         save_record(result)
         (run_dir / PROGRESS).unlink(missing_ok=True)
@@ -323,10 +321,8 @@ PROGRESS = "last.pt"
 
 
 def _averaged(model: nn.Module, decay: float):
-    """With ``decay`` > 0: an exponential moving average of the weights and of the BatchNorm statistics,
-    updated after every optimizer step (``avg = decay * avg + (1 - decay) * weights``). That average is
-    the network ``fit`` tests after each epoch, saves and returns: a trained network in its own right, whose
-    plain predictions are graded."""
+    """With ``decay`` > 0 (``TrainConfig.ema_decay``): the moving average of the weights and of the
+    BatchNorm statistics, ``avg = decay * avg + (1 - decay) * weights`` after every optimizer step."""
     if not decay:
         return None
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
