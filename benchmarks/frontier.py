@@ -10,8 +10,10 @@ Two families, each trained with its reference's recipe unchanged and judged by t
   -> BatchNorm -> Dropout2d, no bias) before one max-pool, 3x3 conv blocks after it, global average
   pooling and a 1x1 conv to 10 classes, trained with ``SESSION2_CONFIG`` (14 epochs, OneCycle, batch 128,
   7 degree rotation);
-* ``s<parameters>``: iteration 5's space-to-depth layout (``SpeedNet``) with other widths, trained with the
-  fast recipe ``SPEED_CONFIG`` (14 epochs, a third of the compute per image).
+* ``p<parameters>``: iteration 5's layout (``SpeedNet``: iteration 4's six convs pooled after the first) with
+  other widths, trained with the fast recipe ``SPEED_CONFIG``;
+* ``s<parameters>``: iteration 5's earlier space-to-depth layout (``SpaceToDepthNet``) with other widths,
+  trained with the fast recipe ``SPEED_CONFIG`` (14 epochs, a third of iteration 4's compute per image).
 
 No fully connected layer in either. Run records go to ``runs/`` like the seed sweep's (an interrupted run
 resumes).
@@ -26,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from course_utils.policy import POLICIES
-from instructor.reference.session2 import SESSION2_CONFIG, SPEED_CONFIG, SpeedNet, conv_block
+from instructor.reference.session2 import SESSION2_CONFIG, SPEED_CONFIG, SpaceToDepthNet, SpeedNet, conv_block
 from course_utils.inspection import count_parameters
 from benchmarks.seeds import matching_records, run_jobs, summary, train_one
 
@@ -68,14 +70,31 @@ class Candidate:
 
 
 @dataclass(frozen=True)
-class SpeedCandidate:
-    """Iteration 5's space-to-depth layout with these widths, trained with its recipe."""
+class PooledCandidate:
+    """Iteration 5's layout (six convs, a max-pool after the first and the third) with these widths, trained
+    with its recipe."""
 
     widths: tuple[int, ...]
     recipe = SPEED_CONFIG
 
     def build(self) -> SpeedNet:
         return SpeedNet(self.widths)
+
+    @property
+    def layout(self) -> str:
+        w = self.widths
+        return f"{w[0]} | pool | {w[1]}-{w[2]} | pool | " + "-".join(map(str, w[3:]))
+
+
+@dataclass(frozen=True)
+class SpeedCandidate:
+    """The space-to-depth layout with these widths, trained with iteration 5's recipe."""
+
+    widths: tuple[int, ...]
+    recipe = SPEED_CONFIG
+
+    def build(self) -> SpaceToDepthNet:
+        return SpaceToDepthNet(self.widths)
 
     @property
     def layout(self) -> str:
@@ -91,6 +110,9 @@ CANDIDATES = {
     "w6012": Candidate((8, 10, 12), (12, 12, 12)),
     "w7632": Candidate((8, 10, 14), (14, 14, 14)),
     "w8032": Candidate((8, 12, 14), (14, 14, 14)),
+    "p4884": PooledCandidate((8, 8, 10, 10, 12, 12)),
+    "p6012": PooledCandidate((8, 10, 12, 12, 12, 12)),
+    "p7632": PooledCandidate((8, 10, 14, 14, 14, 14)),
     "s4764": SpeedCandidate((10, 10, 10, 12, 12)),
     "s4924": SpeedCandidate((10, 10, 12, 12, 10)),
     "s5856": SpeedCandidate((12, 12, 12, 12, 12)),

@@ -36,7 +36,7 @@ def configurations(epochs: int | None = None, overrides: dict | None = None):
     field -> value) change every config (to try a recipe change; the default is the graded recipe)."""
     out = {"Session 2 (iteration 4)": ("session2", Session2Net, SESSION2_CONFIG, {}),
            "Session 2 (iteration 5)": ("session2", SpeedNet, SPEED_CONFIG, {})}
-    for label in [*session3.VARIANTS, *session3.SPEED_VARIANTS]:
+    for label in session3.VARIANTS:
         factory, config, penalties = session3.variant(label)
         out[label] = ("session3", factory, config, penalties)
     changes = {**(overrides or {}), **({"epochs": epochs} if epochs else {})}
@@ -144,8 +144,7 @@ def matching_records(config, n_params: int, runs_dir) -> list:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    ap.add_argument("--only", help="comma-separated labels (default: the seven graded ones; the Session 3 "
-                                   "candidates on the speed network are named e.g. \"GBN (speed)\")")
+    ap.add_argument("--only", help="comma-separated labels (default: all seven)")
     ap.add_argument("--runs-dir", default=str(ROOT / "runs"))
     ap.add_argument("--workers", type=int, default=1,
                     help="parallel training processes, one torch thread each (default 1: one process "
@@ -165,8 +164,6 @@ def main(argv=None) -> int:
     configs = configurations(args.epochs, overrides)
     if args.only:
         configs = {k: v for k, v in configs.items() if k in args.only.split(",")}
-    else:  # the graded configurations; the Session 3 speed candidates only when named
-        configs = {k: v for k, v in configs.items() if k not in session3.SPEED_VARIANTS}
     records = {label: matching_records(config, count_parameters(factory()), args.runs_dir)
                for label, (_, factory, config, _) in configs.items()}
     jobs = []

@@ -21,13 +21,14 @@ def test_time_to_target_smoke_run_writes_rows_and_a_table(tmp_path):
                         "--epochs", "1", "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
     res = json.loads(out.read_text())
-    assert res["smoke_test"] is True and set(res["rows"]) == {"seed-style", "reference", "speed"}
+    assert res["smoke_test"] is True and set(res["rows"]) == {"seed-style", "reference", "speed", "space-to-depth"}
     for row in res["rows"].values():
         assert row["epochs"] == 1 and row["parameters"] < 10_000 and row["peak_rss_mb"] > 0
         assert row["time_to_target_s"] is None  # 3 steps cannot reach 99.4%
     assert "| seed-style | SeedNet, 9,920 |" in r.stdout and "not reached in 1 epochs" in r.stdout
     assert "reference did not reach 99.4%: no ratio" in r.stdout and "speed did not reach 99.4%: no ratio" in r.stdout
-    assert "| speed | SpeedNet, 9,800 |" in r.stdout and "load average before the run" in r.stdout
+    assert "| speed | SpeedNet, 9,904 |" in r.stdout and "load average before the run" in r.stdout
+    assert "| space-to-depth | SpaceToDepthNet, 9,800 |" in r.stdout
 
 
 def test_ratio_is_a_lower_bound_when_the_seed_style_run_never_reaches_the_target():
@@ -132,3 +133,16 @@ def test_threads_benchmark_smoke_run_prints_both_policies_side_by_side(tmp_path)
         assert ln.rstrip().endswith("x") and " / " in ln  # alone, the pair, the slowdown
     res = json.loads(out.read_text())
     assert [row["policy"] for row in res["rows"]] == list(names) and res["threads"] == 1
+
+
+def test_layer_cost_smoke_run_times_every_network_and_layout(tmp_path):
+    out = tmp_path / "layer_cost.json"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.layer_cost", "--steps", "1", "--threads", "1", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads(out.read_text())
+    assert set(res["step"]) == {"Session2Net (iteration 4)", "SpeedNet (iteration 5)", "SpaceToDepthNet"}
+    assert res["step"]["SpeedNet (iteration 5)"]["parameters"] == 9904
+    assert all(row["channels_last_ms"] > 0 and row["nchw_ms"] > 0 for part in ("step", "batchnorm")
+               for row in res[part].values())
+    assert "128x8x28x28" in res["batchnorm"] and "SpaceToDepthNet" in r.stdout

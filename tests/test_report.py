@@ -25,7 +25,7 @@ def test_reports_show_the_records_numbers(tmp_path):
     # runs that explored another recipe under the same names are not the reference's: left out
     _fake_record(runs, Session2Net(), SESSION2_CONFIG.replace(seed=3, translate=0.1), [90.0] * SESSION2_CONFIG.epochs)
     _, _, l1cfg = session3.VARIANTS["L1+BN"]
-    _fake_record(runs, session3.Session3Net(), l1cfg.replace(seed=3, epochs=20), [90.0] * 20)
+    _fake_record(runs, session3.Session3Net(), l1cfg.replace(seed=3, lr=0.05), [90.0] * l1cfg.epochs)
     out = tmp_path / "out"
     s2, s3 = report.write(runs, out)
 
