@@ -89,19 +89,26 @@ class SpeedNet(nn.Module):
 
     def __init__(self, widths=WIDTHS, dropout: float = 0.0):
         super().__init__()
-        w, kw = widths, dict(dropout=dropout)
-        self.features = nn.Sequential(
-            conv_block(1, w[0], padding=1, **kw),     # 28x28, RF 3
-            nn.MaxPool2d(2),                          # 14x14, RF 4
-            conv_block(w[0], w[1], padding=1, **kw),  # 14x14, RF 8
-            conv_block(w[1], w[2], padding=1, **kw),  # 14x14, RF 12
-            nn.MaxPool2d(2),                          # 7x7,   RF 14
-            conv_block(w[2], w[3], padding=1, **kw),  # 7x7,   RF 22
-            conv_block(w[3], w[4], **kw),             # 5x5,   RF 30
-            conv_block(w[4], w[5], **kw),             # 3x3,   RF 38
-            nn.AdaptiveAvgPool2d(1),                  # 1x1 (global average pooling)
-            nn.Conv2d(w[5], 10, 1, bias=False),       # 10 class scores, no ReLU/BN after
-        )
+        self.features = nn.Sequential(*self.layers(lambda c_in, c_out, **kw: conv_block(c_in, c_out, dropout=dropout,
+                                                                                     **kw), widths))
+
+    @staticmethod
+    def layers(block, widths=WIDTHS) -> list:
+        """The layout with ``block(c_in, c_out, padding=...)`` as its conv blocks (Session 3 passes one with
+        BatchNorm or Ghost BatchNorm)."""
+        w = widths
+        return [
+            block(1, w[0], padding=1),     # 28x28, RF 3
+            nn.MaxPool2d(2),               # 14x14, RF 4
+            block(w[0], w[1], padding=1),  # 14x14, RF 8
+            block(w[1], w[2], padding=1),  # 14x14, RF 12
+            nn.MaxPool2d(2),               # 7x7,   RF 14
+            block(w[2], w[3], padding=1),  # 7x7,   RF 22
+            block(w[3], w[4]),             # 5x5,   RF 30
+            block(w[4], w[5]),             # 3x3,   RF 38
+            nn.AdaptiveAvgPool2d(1),       # 1x1 (global average pooling)
+            nn.Conv2d(w[5], 10, 1, bias=False),  # 10 class scores, no ReLU/BN after
+        ]
 
     def forward(self, x):
         return F.log_softmax(self.features(x).flatten(1), dim=1)

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-from .session2 import SPEED_CONFIG
+from .session2 import SPEED_CONFIG, SpeedNet
 
 
 class GhostBatchNorm(nn.BatchNorm2d):
@@ -62,12 +62,8 @@ class Session3Net(nn.Module):
 
     def __init__(self, ghost: int = 0, dropout: float = 0.0):
         super().__init__()
-        kw = dict(dropout=dropout, ghost=ghost)
-        self.features = nn.Sequential(
-            conv_block(1, 8, padding=1, **kw), nn.MaxPool2d(2),
-            conv_block(8, 12, padding=1, **kw), conv_block(12, 16, padding=1, **kw), nn.MaxPool2d(2),
-            conv_block(16, 16, padding=1, **kw), conv_block(16, 16, **kw), conv_block(16, 16, **kw),
-            nn.AdaptiveAvgPool2d(1), nn.Conv2d(16, 10, 1, bias=False))
+        self.features = nn.Sequential(*SpeedNet.layers(
+            lambda c_in, c_out, **kw: conv_block(c_in, c_out, dropout=dropout, ghost=ghost, **kw)))
 
     def forward(self, x):
         return F.log_softmax(self.features(x).flatten(1), dim=1)
