@@ -26,7 +26,7 @@ help:
 	@echo "make release    regenerate the student notebooks sessions/ from solutions/ (nbgrader)"
 	@echo "make reproduce  run every solution notebook at full length, the seed sweep, then the reports"
 	@echo "make seeds      train the reference configs over SEEDS (default: 1-10, about 2.5 hours on 2 cores; WORKERS=2 processes) and print min/mean/max"
-	@echo "make frontier   the parameter frontier over SEEDS: iteration 4-style nets with its recipe, iteration 5-style and space-to-depth nets with the fast one (FRONTIER=p4884,s4924,w7632; benchmarks/frontier.py)"
+	@echo "make frontier   the parameter frontier over SEEDS: iteration 4-style nets with its recipe, nets of iteration 5's pooled and space-to-depth designs with the fast one (FRONTIER=p4884,s4924,w7632; benchmarks/frontier.py)"
 	@echo "make report     render sessions/session{2,3}/README.md from the run records in runs/ (REPORT=session3: only that one; default: every session)"
 	@echo "make grade SUBMISSION=path [GRADE_ARGS=--retrain]   grade notebook(s) or a folder of them"
 	@echo "make student-release   build the grader artifact (build/grader) and the student template (build/student-template)"

@@ -10,7 +10,7 @@ Two families, each trained with its reference's recipe unchanged and judged by t
   -> BatchNorm -> Dropout2d, no bias) before one max-pool, 3x3 conv blocks after it, global average
   pooling and a 1x1 conv to 10 classes, trained with ``SESSION2_CONFIG`` (14 epochs, OneCycle, batch 128,
   7 degree rotation);
-* ``p<parameters>``: iteration 5's layout (``SpeedNet``: iteration 4's six convs pooled after the first) with
+* ``p<parameters>``: iteration 5's earlier layout (``PooledNet``: iteration 4's six convs pooled after the first) with
   other widths, trained with the fast recipe ``SPEED_CONFIG``;
 * ``s<parameters>``: iteration 5's earlier space-to-depth layout (``SpaceToDepthNet``) with other widths,
   trained with the fast recipe ``SPEED_CONFIG`` (14 epochs, a third of iteration 4's compute per image).
@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from course_utils.policy import POLICIES
-from instructor.reference.session2 import SESSION2_CONFIG, SPEED_CONFIG, SpaceToDepthNet, SpeedNet, conv_block
+from instructor.reference.session2 import SESSION2_CONFIG, SPEED_CONFIG, PooledNet, SpaceToDepthNet, conv_block
 from course_utils.inspection import count_parameters
 from benchmarks.seeds import matching_records, run_jobs, summary, train_one
 
@@ -71,14 +71,14 @@ class Candidate:
 
 @dataclass(frozen=True)
 class PooledCandidate:
-    """Iteration 5's layout (six convs, a max-pool after the first and the third) with these widths, trained
-    with its recipe."""
+    """Iteration 5's earlier layout (``PooledNet``: six convs, a max-pool after the first and the third) with these
+    widths, trained with its recipe."""
 
     widths: tuple[int, ...]
     recipe = SPEED_CONFIG
 
-    def build(self) -> SpeedNet:
-        return SpeedNet(self.widths)
+    def build(self) -> PooledNet:
+        return PooledNet(self.widths)
 
     @property
     def layout(self) -> str:

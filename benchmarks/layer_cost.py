@@ -6,8 +6,8 @@ Rows, in this process (synthetic batches of 128: the cost does not depend on the
   step       one SGD step (forward, backward, update) of each network, in ms and as seconds per 469-step
              epoch (training steps only: no data loading, augmentation or test pass), with the input and
              weights in channels_last (the course's default, ``TrainConfig.channels_last``) and in NCHW
-  batchnorm  one ``nn.BatchNorm2d`` forward + backward on the activation shapes of iteration 5's blocks,
-             in both layouts
+  batchnorm  one ``nn.BatchNorm2d`` forward + backward on the activation shapes of ``PooledNet``'s blocks (8 and 12
+             channels, and 16 as in every block of ``SpeedNet``), in both layouts
 Median of three timed rounds after a warm-up. Results are printed and written to
 benchmarks/results/layer_cost.json.
 """
@@ -23,10 +23,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from benchmarks.results_file import write_results
-from instructor.reference.session2 import Session2Net, SpaceToDepthNet, SpeedNet
+from course_utils.perf import tune_allocator
+from instructor.reference.session2 import PooledNet, Session2Net, SpaceToDepthNet, SpeedNet
 
 ROOT = Path(__file__).resolve().parents[1]
-NETWORKS = {"Session2Net (iteration 4)": Session2Net, "SpeedNet (iteration 5)": SpeedNet,
+NETWORKS = {"Session2Net (iteration 4)": Session2Net, "SpeedNet (iteration 5)": SpeedNet, "PooledNet": PooledNet,
             "SpaceToDepthNet": SpaceToDepthNet}
 BN_SHAPES = [(128, 8, 28, 28), (128, 12, 14, 14), (128, 16, 14, 14), (128, 16, 7, 7)]
 
@@ -64,7 +65,10 @@ def step_ms(factory, channels_last: bool, steps: int) -> float:
 def batchnorm_ms(shape, channels_last: bool, steps: int) -> float:
     bn = nn.BatchNorm2d(shape[1])
     x = _layout(torch.randn(*shape), channels_last).requires_grad_()
-    return _median_ms(lambda: bn(x).sum().backward(), steps)
+    # a gradient in the same layout, as a conv or ReLU hands back in training (``.sum().backward()`` would hand
+    # batch norm an expanded tensor of ones, which its backward takes a slower path for)
+    grad = _layout(torch.randn(*shape), channels_last)
+    return _median_ms(lambda: bn(x).backward(grad), steps)
 
 
 def main(argv=None) -> int:
@@ -74,6 +78,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "layer_cost.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    tune_allocator()  # as fit does: freed activations stay mapped (course_utils/perf.py)
 
     rows = {"step": {}, "batchnorm": {}}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 128\n")

@@ -3,7 +3,9 @@
     python -m benchmarks.seeds --seeds 1 2 3            (make seeds SEEDS="1 2 3")
 
 Configurations: the Session 2 references (iteration 4, and iteration 5: speed) and the five Session 3
-variants, exactly as the solution notebooks train them (a test checks that the notebooks and instructor/reference agree).
+variants, exactly as the solution notebooks train them (a test checks that the notebooks and instructor/reference agree);
+and iteration 5's two earlier designs with its recipe, "Session 2 (pooled)" (Session 3's network) and "Session 2
+(space-to-depth)" (a ``make bench`` pipeline), whose ten-seed results RESULTS.md cites.
 Run records go to ``runs/`` (or ``--runs-dir``); a (config, seed) whose complete record is already
 there is not trained again, so an interrupted sweep resumes. ``make report`` reads the same records.
 
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from course_utils.policy import POLICIES
 from instructor.reference import session3
-from instructor.reference.session2 import SESSION2_CONFIG, SPEED_CONFIG, Session2Net, SpeedNet
+from instructor.reference.session2 import SESSION2_CONFIG, SPEED_CONFIG, PooledNet, Session2Net, SpaceToDepthNet, SpeedNet
 from course_utils.data import load_uint8
 from course_utils.engine import fit
 from course_utils.records import load_record, select
@@ -35,7 +37,9 @@ def configurations(epochs: int | None = None, overrides: dict | None = None):
     """label -> (session, model factory, config, penalties); ``epochs`` and ``overrides`` (TrainConfig
     field -> value) change every config (to try a recipe change; the default is the graded recipe)."""
     out = {"Session 2 (iteration 4)": ("session2", Session2Net, SESSION2_CONFIG, {}),
-           "Session 2 (iteration 5)": ("session2", SpeedNet, SPEED_CONFIG, {})}
+           "Session 2 (iteration 5)": ("session2", SpeedNet, SPEED_CONFIG, {}),
+           "Session 2 (pooled)": ("session2", PooledNet, SPEED_CONFIG.replace(name="s2-pooled"), {}),
+           "Session 2 (space-to-depth)": ("session2", SpaceToDepthNet, SPEED_CONFIG.replace(name="s2-space-to-depth"), {})}
     for label in session3.VARIANTS:
         factory, config, penalties = session3.variant(label)
         out[label] = ("session3", factory, config, penalties)

@@ -13,7 +13,8 @@ epoch whose test accuracy is >= 99.4% (measured by the same ``course_utils.fit``
                ``fit`` loop, without the course's allocator setting (``course_utils/perf.py``)
   reference    the Session 2 reference solution (``instructor/reference/session2.py``):
                ``Session2Net`` with ``SESSION2_CONFIG`` on the in-memory pipeline (iteration 4)
-  speed        iteration 5: ``SpeedNet`` (iteration 4's layers, pooled early) with ``SPEED_CONFIG``, same pipeline
+  speed        iteration 5: ``SpeedNet`` (a stride-2 first conv, 16-channel blocks) with ``SPEED_CONFIG``, same
+               pipeline
   space-to-depth  iteration 5's earlier design, ``SpaceToDepthNet``, with ``SPEED_CONFIG``, same pipeline: the
                fastest network measured, which does not pass the grading rule on every seed (RESULTS.md)
 

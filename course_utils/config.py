@@ -19,6 +19,9 @@ class TrainConfig:
     (``rotation`` degrees, ``translate`` fraction of the image, ``scale`` +/- fraction). ``ema_decay`` > 0
     keeps an exponential moving average of the weights (and BN statistics) after every step, and that
     average is the network tested after each epoch, saved and graded (0: the last weights, as trained).
+    ``ema_warmup`` lets that average start short: after step ``n`` it uses ``min(ema_decay, (1 + n) / (10 + n))``,
+    so it leaves the random initial weights behind within the first epoch instead of after about
+    ``3 / (1 - ema_decay)`` steps (with 0.999, three epochs of 469 steps in which the average is not yet useful).
     """
 
     name: str = "run"
@@ -41,6 +44,7 @@ class TrainConfig:
     scale: float = 0.0
     label_smoothing: float = 0.0
     ema_decay: float = 0.0
+    ema_warmup: bool = False
     test_batch_size: int = 2000
     channels_last: bool = True
     notes: str = ""

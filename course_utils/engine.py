@@ -192,7 +192,7 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
     completes the record (``last.pt`` is then removed). An interrupted run keeps its epochs;
     ``resume=<its folder>`` continues it from its last finished epoch, to the same result as an
     uninterrupted run on the same machine. With ``config.ema_decay`` the network that is tested after each
-    epoch, saved and returned is the moving average of the weights (:func:`_averaged`).
+    epoch, saved and returned is the moving average of the weights (:class:`MovingAverage`).
     """
     tune_allocator()
     device = torch.device(device) if device is not None else default_device()
@@ -214,7 +214,7 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
     steps_per_epoch = len(data.train)
     scheduler, per_batch = make_scheduler(optimizer, config, steps_per_epoch)
     n_params = count_parameters(model)
-    ema = _averaged(model, config.ema_decay)
+    ema = MovingAverage(model, config.ema_decay, warmup=config.ema_warmup) if config.ema_decay else None
     graded = model if ema is None else ema.module  # the network that is tested, saved and returned
 
     started = datetime.now(timezone.utc)
@@ -275,7 +275,7 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
             if per_batch:
                 scheduler.step()
             if ema is not None:
-                ema.update_parameters(model)
+                ema.update(model)
             loss_sum += loss.item() * len(y)
             correct += (out.argmax(1) == y).sum().item()
             seen += len(y)
@@ -320,14 +320,52 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
 PROGRESS = "last.pt"
 
 
-def _averaged(model: nn.Module, decay: float):
-    """With ``decay`` > 0 (``TrainConfig.ema_decay``): the moving average of the weights and of the
-    BatchNorm statistics, ``avg = decay * avg + (1 - decay) * weights`` after every optimizer step."""
-    if not decay:
-        return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+class MovingAverage:
+    """The exponential moving average of a network's weights and BatchNorm statistics (``TrainConfig.ema_decay``):
+    after every optimizer step, ``avg = d * avg + (1 - d) * weights`` with ``d = decay``, or with ``warmup``
+    ``d = min(decay, (1 + n) / (10 + n))`` after step ``n``. ``module`` is the averaged copy of the network.
 
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    The arithmetic of ``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn`` and
+    ``use_buffers=True`` (the first update copies, floating-point tensors are lerped in one foreach call,
+    integer buffers such as ``num_batches_tracked`` are blended and truncated) and its state dict layout, with
+    the tensor lists built once instead of at every step."""
+
+    def __init__(self, model: nn.Module, decay: float, *, warmup: bool = False):
+        import copy
+
+        self.module = copy.deepcopy(model)
+        self.decay, self.warmup, self.n = float(decay), bool(warmup), 0
+        pairs = list(zip([*self.module.parameters(), *self.module.buffers()], [*model.parameters(), *model.buffers()]))
+        self._floats = ([a.detach() for a, b in pairs if a.is_floating_point()],
+                        [b.detach() for a, b in pairs if a.is_floating_point()])
+        self._others = [(a.detach(), b.detach()) for a, b in pairs if not a.is_floating_point()]
+
+    def current_decay(self) -> float:
+        return min(self.decay, (1 + self.n) / (10 + self.n)) if self.warmup else self.decay
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Blend in ``model``'s current weights (the network given at construction: its tensors are held)."""
+        averaged, current = self._floats
+        if self.n == 0:
+            torch._foreach_copy_(averaged, current)
+            for a, b in self._others:
+                a.copy_(b)
+        else:
+            d = self.current_decay()
+            torch._foreach_lerp_(averaged, current, 1 - d)
+            for a, b in self._others:
+                a.copy_(a * d + b * (1 - d))
+        self.n += 1
+
+    def state_dict(self) -> dict:
+        state = {f"module.{k}": v for k, v in self.module.state_dict().items()}
+        state["n_averaged"] = torch.tensor(self.n, dtype=torch.long)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict({k[len("module."):]: v for k, v in state.items() if k.startswith("module.")})
+        self.n = int(state["n_averaged"])
 
 
 def _save_progress(run_dir: Path, history, config, model, optimizer, scheduler, data, started, steps, ema=None) -> None:

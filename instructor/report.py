@@ -144,8 +144,8 @@ def session3(runs_dir, out_dir: Path) -> str:
              f"Nesterov momentum, OneCycle up to {ref.BASE.lr}, ±{ref.BASE.rotation:g}° rotations and shifts of up to "
              f"±{ref.BASE.translate * 28:g} pixels"
              + (f", label smoothing {ref.BASE.label_smoothing:g}" if ref.BASE.label_smoothing else "")
-             + (f", tested and graded on a moving average of the weights (decay {ref.BASE.ema_decay:g})"
-                if ref.BASE.ema_decay else "") + "; L1 = "
+             + (f", tested and graded on a moving average of the weights (decay {ref.BASE.ema_decay:g}"
+                + (", warmed up" if ref.BASE.ema_warmup else "") + ")" if ref.BASE.ema_decay else "") + "; L1 = "
              f"{ref.L1_WEIGHT:g} x sum |w| over conv weights, L2 = SGD weight decay {ref.WEIGHT_DECAY:g}, "
              f"GBN = {ref.GBN_SPLITS} virtual batches of {ref.BASE.batch_size // ref.GBN_SPLITS}.", ""]
     found = {label: latest_by_seed(cfg, runs_dir) for label, (_, _, cfg) in ref.VARIANTS.items()}

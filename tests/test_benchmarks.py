@@ -27,7 +27,7 @@ def test_time_to_target_smoke_run_writes_rows_and_a_table(tmp_path):
         assert row["time_to_target_s"] is None  # 3 steps cannot reach 99.4%
     assert "| seed-style | SeedNet, 9,920 |" in r.stdout and "not reached in 1 epochs" in r.stdout
     assert "reference did not reach 99.4%: no ratio" in r.stdout and "speed did not reach 99.4%: no ratio" in r.stdout
-    assert "| speed | SpeedNet, 9,904 |" in r.stdout and "load average before the run" in r.stdout
+    assert "| speed | SpeedNet, 9,680 |" in r.stdout and "load average before the run" in r.stdout
     assert "| space-to-depth | SpaceToDepthNet, 9,800 |" in r.stdout
 
 
@@ -141,8 +141,8 @@ def test_layer_cost_smoke_run_times_every_network_and_layout(tmp_path):
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
     res = json.loads(out.read_text())
-    assert set(res["step"]) == {"Session2Net (iteration 4)", "SpeedNet (iteration 5)", "SpaceToDepthNet"}
-    assert res["step"]["SpeedNet (iteration 5)"]["parameters"] == 9904
+    assert set(res["step"]) == {"Session2Net (iteration 4)", "SpeedNet (iteration 5)", "PooledNet", "SpaceToDepthNet"}
+    assert res["step"]["SpeedNet (iteration 5)"]["parameters"] == 9680 and res["step"]["PooledNet"]["parameters"] == 9904
     assert all(row["channels_last_ms"] > 0 and row["nchw_ms"] > 0 for part in ("step", "batchnorm")
                for row in res[part].values())
     assert "128x8x28x28" in res["batchnorm"] and "SpaceToDepthNet" in r.stdout

@@ -146,6 +146,60 @@ def test_the_averaged_network_is_the_one_tested_saved_and_returned(small_data):
     assert averaged.final_test_accuracy > 80.0
 
 
+def _sgd_steps(model, n, seed=0):
+    """``n`` SGD steps on random batches, yielding after each (for the moving averages to follow)."""
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(n):
+        x, y = torch.randn(16, 1, 28, 28, generator=g), torch.randint(0, 10, (16,), generator=g)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        yield
+
+
+def test_the_moving_average_is_torchs_averaged_model_bit_for_bit():
+    """MovingAverage is AveragedModel(get_ema_multi_avg_fn, use_buffers=True) with its tensor lists built once:
+    the same weights, BN statistics and batch counts after every step, and the same state dict entries."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from course_utils.engine import MovingAverage
+
+    seed_everything(0)
+    model = Tiny()
+    ours = MovingAverage(model, 0.9)
+    theirs = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    for _ in _sgd_steps(model, 12):
+        ours.update(model)
+        theirs.update_parameters(model)
+        mine, torch_s = ours.module.state_dict(), theirs.module.state_dict()
+        assert all(torch.equal(mine[k], torch_s[k]) for k in torch_s)
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    assert int(ours.state_dict()["n_averaged"]) == int(theirs.n_averaged) == 12
+    assert not torch.equal(ours.module.c1.weight, model.c1.weight)  # an average, not a copy
+
+
+def test_a_warmed_up_average_starts_short_and_grows_to_its_decay():
+    """With warmup the decay after step n is min(decay, (1 + n) / (10 + n)): the average follows the
+    weights closely at first (the random initial weights leave it within a few steps), then as slowly as
+    the plain average (0.999 is reached after 8,991 steps)."""
+    from course_utils.engine import MovingAverage
+
+    seed_everything(0)
+    model = Tiny()
+    plain, warm = MovingAverage(model, 0.999), MovingAverage(model, 0.999, warmup=True)
+    decays = []
+    for _ in _sgd_steps(model, 30):
+        decays.append(warm.current_decay())
+        plain.update(model)
+        warm.update(model)
+    assert decays[1:4] == [2 / 11, 3 / 12, 4 / 13] and plain.current_decay() == 0.999
+    warm.n = 8991
+    assert warm.current_decay() == 0.999
+    dist = {name: (avg.module.c1.weight - model.c1.weight).norm() for name, avg in (("plain", plain), ("warm", warm))}
+    assert dist["warm"] < dist["plain"] / 5, dist
+
+
 def test_config_validates_and_round_trips(tmp_path):
     with pytest.raises(ValueError, match="optimizer='rmsprop'"):
         TrainConfig(optimizer="rmsprop")
@@ -197,12 +251,12 @@ def test_train_reuses_a_complete_record_of_the_same_config_and_layers_only(small
     assert "reusing" not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("ema_decay", [0.0, 0.99])
-def test_an_interrupted_run_keeps_its_epochs_and_resumes_to_the_same_result(few_batches, runs_dir, ema_decay):
+@pytest.mark.parametrize("ema", [{}, {"ema_decay": 0.99}, {"ema_decay": 0.99, "ema_warmup": True}],
+                         ids=["last-weights", "average", "warmed-up-average"])
+def test_an_interrupted_run_keeps_its_epochs_and_resumes_to_the_same_result(few_batches, runs_dir, ema):
     from course_utils.records import interrupted
 
-    cfg = TrainConfig(name="resume", epochs=3, batch_size=64, lr=0.05, scheduler="onecycle", rotation=5.0, seed=4,
-                      ema_decay=ema_decay)
+    cfg = TrainConfig(name="resume", epochs=3, batch_size=64, lr=0.05, scheduler="onecycle", rotation=5.0, seed=4, **ema)
     whole = fit(Tiny, few_batches, cfg, record=False, progress=False, verbose=False)
 
     def stop_after_two(row):

@@ -10,12 +10,13 @@ of a training step on this CPU): three 3x3 convs before the max-pool (8, 12, 16 
 RF 7), three 16-channel 3x3 convs after it, global average pooling, a 1x1 conv to 10 classes. Why
 this layout (measured against the documents' one): RESULTS.md, "Design measurements".
 
-``SpeedNet`` is iteration 5, beyond the documents: iteration 4's six convs and 9,904 parameters, without
-dropout, with the max-pool moved to right after the first conv and a second one where iteration 4 had its
-only one (padded convs), so only the first conv runs on the 28x28 image (0.76 million multiply-adds per
-image against 1.74); trained with ``SPEED_CONFIG`` (a higher OneCycle peak, label smoothing, small shifts,
-weight decay, and a moving average of the weights as the network that is tested and graded).
-``SpaceToDepthNet`` is its earlier design. Measurements: RESULTS.md, "Speed".
+``SpeedNet`` is iteration 5, beyond the documents: no conv runs on the 28x28 image. Its first conv (1 -> 16
+channels) has stride 2, so it computes a 14x14 map; four 16-channel 3x3 convs follow (two padded at 14x14, a
+max-pool, two at 7x7 and 5x5), then global average pooling and a 1x1 conv: 9,680 parameters, every batch
+norm 16 channels wide; trained with ``SPEED_CONFIG`` (a higher OneCycle peak, label smoothing, small shifts,
+weight decay, and a moving average of the weights, warmed up, as the network that is tested and graded).
+``PooledNet`` (iteration 4's six convs pooled after the first) and ``SpaceToDepthNet`` are its earlier
+designs. Measurements: RESULTS.md, "Speed".
 """
 from __future__ import annotations
 
@@ -25,14 +26,14 @@ import torch.nn.functional as F
 from course_utils.config import TrainConfig
 
 
-def conv_block(c_in: int, c_out: int, *, padding: int = 0, dropout: float = 0.05, channelwise: bool = True,
-               inplace: bool = True):
+def conv_block(c_in: int, c_out: int, *, padding: int = 0, stride: int = 1, dropout: float = 0.05,
+               channelwise: bool = True, inplace: bool = True):
     """3x3 conv (no bias: BN follows) -> ReLU -> BatchNorm -> Dropout (none for ``dropout=0``).
 
     The ReLU works in place (the conv's backward does not need its output): one activation-sized
     copy less per block (the measured gain: RESULTS.md, "Design measurements")."""
     drop = [] if not dropout else [nn.Dropout2d(dropout) if channelwise else nn.Dropout(dropout)]
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=padding, bias=False), nn.ReLU(inplace=inplace),
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=padding, bias=False), nn.ReLU(inplace=inplace),
                          nn.BatchNorm2d(c_out), *drop)
 
 
@@ -80,17 +81,55 @@ class Session2Net(nn.Module):
         return F.log_softmax(self.features(x).flatten(1), dim=1)
 
 
-class SpeedNet(nn.Module):
-    """Iteration 5: iteration 4's layers (9,904 parameters) with its max-pool moved forward, after the first
-    conv, and a second one where iteration 4 had its only one; padded convs; no dropout. Output
-    log-probabilities. ``SpeedNet(widths)`` is the same layout with other widths (``make frontier``)."""
+class _LayoutNet(nn.Module):
+    """A network whose layout is written once, as ``layers(block, widths)``: built here with ``conv_block`` (and
+    ``dropout``), and by Session 3 with its BN / GBN block. Output log-probabilities."""
+
+    WIDTHS: tuple = ()
+
+    def __init__(self, widths=None, dropout: float = 0.0):
+        super().__init__()
+        block = lambda c_in, c_out, **kw: conv_block(c_in, c_out, dropout=dropout, **kw)  # noqa: E731
+        self.features = nn.Sequential(*self.layers(block, self.WIDTHS if widths is None else widths))
+
+    @staticmethod
+    def layers(block, widths) -> list:
+        raise NotImplementedError
+
+    def forward(self, x):
+        return F.log_softmax(self.features(x).flatten(1), dim=1)
+
+
+class SpeedNet(_LayoutNet):
+    """Iteration 5: a stride-2 first conv (28x28 -> 14x14), so no conv runs at full resolution; then 16-channel
+    3x3 conv blocks, a max-pool, GAP and a 1x1 conv; no dropout. 9,680 parameters with the default widths;
+    output log-probabilities."""
+
+    WIDTHS = (16, 16, 16, 16, 16)
+
+    @staticmethod
+    def layers(block, widths=WIDTHS) -> list:
+        """The layout with ``block(c_in, c_out, padding=..., stride=...)`` as its conv blocks (Session 3 passes
+        one with BatchNorm or Ghost BatchNorm)."""
+        w = widths
+        return [
+            block(1, w[0], padding=1, stride=2),  # 14x14, RF 3 (one output per 2 pixels)
+            block(w[0], w[1], padding=1),         # 14x14, RF 7
+            block(w[1], w[2], padding=1),         # 14x14, RF 11
+            nn.MaxPool2d(2),                      # 7x7,   RF 13
+            block(w[2], w[3]),                    # 5x5,   RF 21
+            block(w[3], w[4]),                    # 3x3,   RF 29
+            nn.AdaptiveAvgPool2d(1),              # 1x1 (global average pooling)
+            nn.Conv2d(w[4], 10, 1, bias=False),   # 10 class scores, no ReLU/BN after
+        ]
+
+class PooledNet(_LayoutNet):
+    """Iteration 5's design until 2026-12-07 and Session 3's network: iteration 4's layers (9,904 parameters)
+    with its max-pool moved forward, after the first conv, and a second one where iteration 4 had its only
+    one; padded convs; no dropout. Output log-probabilities. ``PooledNet(widths)`` is the same layout with
+    other widths (``make frontier``)."""
 
     WIDTHS = (8, 12, 16, 16, 16, 16)
-
-    def __init__(self, widths=WIDTHS, dropout: float = 0.0):
-        super().__init__()
-        self.features = nn.Sequential(*self.layers(lambda c_in, c_out, **kw: conv_block(c_in, c_out, dropout=dropout,
-                                                                                     **kw), widths))
 
     @staticmethod
     def layers(block, widths=WIDTHS) -> list:
@@ -109,9 +148,6 @@ class SpeedNet(nn.Module):
             nn.AdaptiveAvgPool2d(1),       # 1x1 (global average pooling)
             nn.Conv2d(w[5], 10, 1, bias=False),  # 10 class scores, no ReLU/BN after
         ]
-
-    def forward(self, x):
-        return F.log_softmax(self.features(x).flatten(1), dim=1)
 
 
 class SpaceToDepthNet(nn.Module):
@@ -142,7 +178,7 @@ SESSION2_CONFIG = TrainConfig(
 SPEED_CONFIG = TrainConfig(
     name="s2-5-speed", epochs=14, batch_size=128, optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True,
     scheduler="onecycle", pct_start=0.25, rotation=7.0, translate=0.05, label_smoothing=0.1, weight_decay=1e-4,
-    ema_decay=0.999, channels_last=True, seed=1)
+    ema_decay=0.999, ema_warmup=True, channels_last=True, seed=1)
 
 SEED_CONFIG = TrainConfig(
     name="seed-style", epochs=15, batch_size=64, optimizer="sgd", lr=0.01, momentum=0.9, scheduler="none",
