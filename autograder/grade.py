@@ -40,7 +40,7 @@ from pathlib import Path
 from . import classgrade, sandbox
 from .assignments import Assignment, identify
 from .classgrade import write_atomic
-from course_utils.policy import GRADER_SEED
+from course_utils.policy import GRADER_SEED, RETRAIN_THREADS
 from .submission import SubmissionError, read_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,19 +187,22 @@ def _tail(path: Path, n: int = 6) -> str:
     return " | ".join(lines[-n:])[-600:]
 
 
-def _worker_env(scratch: Path) -> dict:
-    """A minimal environment: nothing of the grader's (tokens, data and runs locations) leaks in."""
+def _worker_env(scratch: Path, retrain: bool = False) -> dict:
+    """A minimal environment: nothing of the grader's (tokens, data and runs locations) leaks in. Retrain mode
+    trains with ``RETRAIN_THREADS`` threads, so a retrained grade does not depend on the command or the cores."""
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                                                           "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "COURSE_THREADS", "TZ")}
     env.update(HOME=str(scratch), TMPDIR="/tmp", MPLBACKEND="Agg", PYTHONUNBUFFERED="1", TQDM_DISABLE="1",
                PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(ROOT))
+    if retrain:
+        env.update(COURSE_THREADS=str(RETRAIN_THREADS), OMP_NUM_THREADS=str(RETRAIN_THREADS))
     return env
 
 
 def _run_worker(argv: list[str], scratch: Path, timeout: float, log, echo: bool,
-                sandboxed: bool = True) -> tuple[int | None, str]:
+                sandboxed: bool = True, retrain: bool = False) -> tuple[int | None, str]:
     """Run one worker; returns (exit status or None if killed for time, why it stopped)."""
-    env = _worker_env(scratch)
+    env = _worker_env(scratch, retrain)
     if not sandboxed:
         env[sandbox.PARENT_ENV] = str(os.getpid())
     proc = subprocess.Popen(argv, cwd=scratch, env=env, stdin=subprocess.DEVNULL,
@@ -280,7 +283,8 @@ def _produce(spec: Assignment, copy: Path, scratch: Path, *, retrain: bool, seed
                 f.write(json.dumps(request))
             argv, level = sandbox.command([sys.executable, "-m", "autograder.worker", str(req_path)], outputs, extra_ro)
             seen = len(_read_events(events_path))
-            code, why = _run_worker(argv, outputs, left, log, echo, sandboxed=level == sandbox.SANDBOX)
+            code, why = _run_worker(argv, outputs, left, log, echo, sandboxed=level == sandbox.SANDBOX,
+                                    retrain=retrain)
             if code is None:
                 why = f"timed out after {timeout:.0f} s (an endless loop, or far too slow)"
             events = _read_events(events_path)[seen:]
@@ -426,7 +430,8 @@ def main(argv=None) -> int:
                      help="grade on a LocalCluster of N single-threaded Dask worker processes on this machine")
     cls.add_argument("--cluster", metavar="ADDRESS", help="grade on a running Dask scheduler, e.g. tcp://host:8786")
     cls.add_argument("--threads", type=int, default=1,
-                     help="torch threads per grading task (default 1: one per process is fastest on small CPUs)")
+                     help="torch threads per grading task (default 1: one per process is fastest on small CPUs); "
+                          "retrain mode trains at one thread whatever this says")
     cls.add_argument("--force", action="store_true",
                      help="grade again submissions whose notebook, run records and grader are unchanged")
     args = ap.parse_args(argv)

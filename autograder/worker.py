@@ -245,7 +245,10 @@ class Worker:
             states.append({k: v.detach().clone().contiguous() for k, v in built[-1].state_dict().items()})
             del states[:-keep]
 
-        print(f"retraining {cfg.name} with seed {cfg.seed} ({cfg.epochs} epochs, no test set)", flush=True)
+        from course_utils.threads import training_threads
+
+        print(f"retraining {cfg.name} with seed {cfg.seed} ({cfg.epochs} epochs, {training_threads()} torch "
+              f"thread(s), no test set)", flush=True)
         try:
             result = fit(factory, MNISTData(train, None), cfg, penalties=penalties, record=False, progress=False,
                          on_epoch=on_epoch)

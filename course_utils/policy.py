@@ -60,3 +60,9 @@ POLICIES = {
 #: None = each config's own seed, so the grader reproduces the run the student declared (a grade then
 #: does not depend on one lucky or unlucky grader seed; ``--seed`` tests robustness instead)
 GRADER_SEED = None
+
+#: torch threads retrain mode trains with, whatever the command (`course grade`, on Dask, in the Classroom
+#: workflow) and the machine's core count: the thread count changes the order of floating-point sums, and
+#: with margins of a few hundredths over the target that can move a grade; one thread is what class grading
+#: and the seed sweeps train with
+RETRAIN_THREADS = 1

@@ -26,7 +26,7 @@ ITERATIONS = [
     ("2_lighter", "s2-2-lighter", "Lighter model"),
     ("3_gap", "s2-3-gap", "Global average pooling"),
     ("4_bn_dropout", "s2-4-bn-dropout", "Batch norm + 5% dropout (graded)"),
-    ("5_speed", "s2-5-speed", "Speed: the same layers, pooled early (beyond the documents)"),
+    ("5_speed", "s2-5-speed", "Speed: a stride-2 first conv (beyond the documents)"),
 ]
 
 #: iterations swept over seeds by ``make seeds``: their reports show every seed trained with exactly this config
