@@ -235,14 +235,13 @@ class Worker:
         if job["l1"]:
             l1_fn = self.get("l1_penalty", "the function `l1_penalty(model)`")
             penalties = {"l1": lambda m, w=job["l1"], f=l1_fn: w * f(m)}
-        built, states = [], []
+        states = []
 
-        def factory():
-            built.append(net(**kwargs))
-            return built[-1]
+        def factory():   # built by fit after it seeds the run, so the initial weights follow the config's seed
+            return net(**kwargs)
 
-        def on_epoch(row):
-            states.append({k: v.detach().clone().contiguous() for k, v in built[-1].state_dict().items()})
+        def on_epoch(row, tested):  # the network fit tests and saves: the moving average when the config has one
+            states.append({k: v.detach().clone().contiguous() for k, v in tested.state_dict().items()})
             del states[:-keep]
 
         from course_utils.threads import training_threads

@@ -71,7 +71,7 @@ def child(name: str, t0: float, max_steps: int | None, epochs: int | None) -> No
     if epochs:
         config = config.replace(epochs=epochs)
 
-    def stamp(row):
+    def stamp(row, network):
         print(MARK + json.dumps({"epoch": row["epoch"], "test_accuracy": row["test_accuracy"],
                                  "epoch_seconds": row["epoch_seconds"], "t": time.time() - t0}), flush=True)
 

@@ -176,7 +176,7 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
         penalties: Mapping[str, Penalty] | None = None, runs_dir: str | os.PathLike | None = None,
         record: bool = True, progress: bool = True, verbose: bool = True,
         device: str | torch.device | None = None, max_steps: int | None = None,
-        on_epoch: Callable[[dict], None] | None = None, resume: str | os.PathLike | None = None) -> RunResult:
+        on_epoch: Callable[[dict, nn.Module], None] | None = None, resume: str | os.PathLike | None = None) -> RunResult:
     """Train ``model`` on ``data`` as ``config`` says, evaluating on the test split after every epoch.
 
     ``model`` may be a module or a zero-argument factory (a class); a factory is built after
@@ -185,13 +185,14 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
     ``penalty(model) -> scalar tensor`` added to the loss every batch (Session 3's L1/L2); their
     mean per epoch is recorded. ``device``: default :func:`default_device` (a GPU when there is one);
     on the CPU, threads follow :mod:`course_utils.threads`. ``max_steps`` stops early (tests).
-    ``on_epoch(row)`` is called with each epoch's history row as soon as it is measured (benchmarks
-    time-stamp it). Returns a :class:`RunResult`; with ``record=True`` the run record is written to
-    ``runs_dir``: ``config.json`` at the start, then after every epoch ``metrics.json`` (the history so
-    far) and ``last.pt`` (model, optimizer, schedule and random states), and ``model.pt`` at the end, which
-    completes the record (``last.pt`` is then removed). An interrupted run keeps its epochs;
-    ``resume=<its folder>`` continues it from its last finished epoch, to the same result as an
-    uninterrupted run on the same machine. With ``config.ema_decay`` the network that is tested after each
+    ``on_epoch(row, network)`` is called with each epoch's history row as soon as it is measured, and the
+    network that was tested (the moving average when there is one): benchmarks time-stamp the row, the
+    grader's retrain mode keeps the network's weights. Returns a :class:`RunResult`; with ``record=True`` the
+    run record is written to ``runs_dir``: ``config.json`` at the start, then after every epoch
+    ``metrics.json`` (the history so far) and ``last.pt`` (model, optimizer, schedule and random states), and
+    ``model.pt`` at the end, which completes the record (``last.pt`` is then removed). An interrupted run
+    keeps its epochs; ``resume=<its folder>`` continues it from its last finished epoch, to the same result as
+    an uninterrupted run on the same machine. With ``config.ema_decay`` the network that is tested after each
     epoch, saved and returned is the moving average of the weights (:class:`MovingAverage`).
     """
     tune_allocator()
@@ -297,7 +298,7 @@ def fit(model: nn.Module | Callable[[], nn.Module], data: MNISTData | None, conf
         if run_dir is not None:
             _save_progress(run_dir, history, config, model, optimizer, scheduler, data, started, steps, ema)
         if on_epoch is not None:
-            on_epoch(row)
+            on_epoch(row, graded)
         mark = " *" if ev and ev.accuracy >= TARGET_ACCURACY else ""
         test = f"test loss {ev.loss:.4f} acc {ev.accuracy:6.2f}%{mark}" if ev else "no test split"
         _say(f"epoch {epoch:2d}/{config.epochs}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:6.2f}%"

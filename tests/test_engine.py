@@ -137,8 +137,11 @@ def test_the_averaged_network_is_the_one_tested_saved_and_returned(small_data):
     average of the weights (and BN statistics), not the last weights the optimizer produced."""
     cfg = TrainConfig(name="ema", epochs=1, batch_size=64, lr=0.05, seed=3, ema_decay=0.99)
     plain = fit(Tiny, small_data, cfg.replace(ema_decay=0.0), record=False, progress=False, verbose=False)
-    averaged = fit(Tiny, small_data, cfg, record=False, progress=False, verbose=False)
+    seen = []
+    averaged = fit(Tiny, small_data, cfg, record=False, progress=False, verbose=False,
+                   on_epoch=lambda row, network: seen.append(network))
     assert type(averaged.model) is Tiny
+    assert seen == [averaged.model]   # on_epoch is handed the tested network too (what retrain mode grades)
     # the same optimizer steps ran (same seed): the averaged network differs from the last weights
     assert not torch.equal(averaged.model.c1.weight, plain.model.c1.weight)
     assert not torch.equal(averaged.model.bn1.running_mean, plain.model.bn1.running_mean)
@@ -259,7 +262,7 @@ def test_an_interrupted_run_keeps_its_epochs_and_resumes_to_the_same_result(few_
     cfg = TrainConfig(name="resume", epochs=3, batch_size=64, lr=0.05, scheduler="onecycle", rotation=5.0, seed=4, **ema)
     whole = fit(Tiny, few_batches, cfg, record=False, progress=False, verbose=False)
 
-    def stop_after_two(row):
+    def stop_after_two(row, network):
         if row["epoch"] == 2:
             raise KeyboardInterrupt
 
