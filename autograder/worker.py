@@ -216,6 +216,7 @@ class Worker:
         from course_utils.data import read_idx
         from course_utils.engine import fit
         from course_utils.loader import MNISTData, TensorLoader
+        from course_utils.threads import training_threads
 
         job = next((j for j in self.jobs() if j["label"] == label), None)
         if job is None:
@@ -243,8 +244,6 @@ class Worker:
         def on_epoch(row, tested):  # the network fit tests and saves: the moving average when the config has one
             states.append({k: v.detach().clone().contiguous() for k, v in tested.state_dict().items()})
             del states[:-keep]
-
-        from course_utils.threads import training_threads
 
         print(f"retraining {cfg.name} with seed {cfg.seed} ({cfg.epochs} epochs, {training_threads()} torch "
               f"thread(s), no test set)", flush=True)
