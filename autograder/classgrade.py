@@ -124,7 +124,8 @@ def grade_task(sub: Submission, options: dict, fp: str) -> dict:
 
     report = grade(sub.notebook, assignment=options["assignment"], retrain=options["retrain"],
                    seed=options["seed"], runs_dirs=options["runs_dirs"], timeout=options["timeout"],
-                   memory_bytes=options["memory_bytes"], require_sandbox=options.get("require_sandbox", False))
+                   memory_bytes=options["memory_bytes"], require_sandbox=options.get("require_sandbox", False),
+                   train_workers=int(threads))           # as many trainings at once as the task has threads
     return class_row(sub, report, fp)
 
 

@@ -10,7 +10,8 @@ For each notebook the grader
    tagged setup/definitions/config. It produces *data*: the model's exported graph, Ghost Batch Norm and
    penalty outputs on the judge's inputs, the training configs, and in retrain mode the weights of the
    last epochs. If it crashes, exits, runs out of memory or time, the items it was producing fail with
-   the reason and a fresh worker carries on with the rest;
+   the reason and a fresh worker carries on with the rest. In retrain mode each training run gets a
+   worker of its own at one thread, several at once (``--train-workers``), beside the other items' worker;
 3. judges those outputs here (:mod:`autograder.judge`): this process never imports or runs student
    code; it runs the exported graph itself on the MD5-verified MNIST test set, which the worker never sees;
 4. prints a score table (check, points, pass/fail, one-line reason, the isolation it ran under) and
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -200,7 +202,7 @@ def _worker_env(scratch: Path, retrain: bool = False) -> dict:
 
 
 def _run_worker(argv: list[str], scratch: Path, timeout: float, log, echo: bool,
-                sandboxed: bool = True, retrain: bool = False) -> tuple[int | None, str]:
+                sandboxed: bool = True, retrain: bool = False, tag: str = "") -> tuple[int | None, str]:
     """Run one worker; returns (exit status or None if killed for time, why it stopped)."""
     env = _worker_env(scratch, retrain)
     if not sandboxed:
@@ -214,7 +216,7 @@ def _run_worker(argv: list[str], scratch: Path, timeout: float, log, echo: bool,
             for line in proc.stdout:  # retrain mode: show the worker's progress as it goes
                 log.write(line)
                 log.flush()
-                sys.stderr.write("    " + line.decode(errors="replace"))
+                sys.stderr.write("    " + tag + line.decode(errors="replace"))
                 if time.monotonic() > deadline:
                     raise subprocess.TimeoutExpired(proc.args, timeout)
         proc.wait(timeout=timeout if not echo else max(1.0, deadline - time.monotonic()))
@@ -254,69 +256,130 @@ def needed_items(spec: Assignment, retrain: bool) -> list[str]:
     return list(dict.fromkeys(i for c in spec.checks for i in CHECKS[c.id][0](spec, retrain)))
 
 
+def default_train_workers() -> int:
+    """How many retrain-mode trainings run at once: one more than the CPUs this process may use (each
+    trains at ``RETRAIN_THREADS`` threads in a worker of its own, so the count changes the time, never the
+    weights; on two cores, three at once graded Session 3 fastest of 1, 2, 3 and 5: RESULTS.md, "Tests")."""
+    from course_utils.threads import usable_cpus
+
+    return max(1, usable_cpus() // RETRAIN_THREADS) + 1
+
+
 def _produce(spec: Assignment, copy: Path, scratch: Path, *, retrain: bool, seed: int, timeout: float,
-             memory_bytes: int | None, echo: bool) -> tuple[dict, str, str | None]:
+             memory_bytes: int | None, echo: bool, train_workers: int | None = None) -> tuple[dict, str, str | None]:
     """Run workers until every item is produced or failed: (item -> files or message, isolation,
-    message if the notebook's own cells could not run)."""
-    outputs = scratch / "out"            # the worker's only writable folder
+    message if the notebook's own cells could not run). Retrain mode trains each run in a worker of its
+    own, up to ``train_workers`` at once (default :func:`default_train_workers`), beside the worker that
+    produces the other items."""
+    outputs = scratch / "out"            # the workers' only writable folder
     outputs.mkdir()
-    events_path, log_path = outputs / "events.jsonl", scratch / "worker.log"
-    extra_ro = [copy.parent]
     train = [str(p) for p in train_files()] if retrain else []
-    extra_ro += [Path(p) for p in train]
-    remaining, status, level = needed_items(spec, retrain), {}, sandbox.NONE
-    deadline = time.monotonic() + timeout  # one budget for the notebook, however many workers it takes
-    with open(log_path, "ab") as log:
-        while remaining:
-            left = deadline - time.monotonic()
-            if left <= 1:
-                for i in remaining:
-                    status[i] = f"timed out after {timeout:.0f} s (an endless loop, or far too slow)"
-                break
-            request = dict(notebook=str(copy), assignment=spec.id, items=remaining, outputs=str(outputs),
-                           retrain=retrain, seed=seed, runs=spec.runs, labels=list(spec.labels),
-                           epoch_limit=spec.policy.epoch_limit, keep_epochs=spec.policy.consistent_epochs,
-                           train_files=train, memory_bytes=memory_bytes)
-            req_path = copy.parent / f"request-{time.monotonic_ns()}.json"   # read-only for the worker
-            fd = os.open(req_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(request))
-            argv, level = sandbox.command([sys.executable, "-m", "autograder.worker", str(req_path)], outputs, extra_ro)
-            seen = len(_read_events(events_path))
-            code, why = _run_worker(argv, outputs, left, log, echo, sandboxed=level == sandbox.SANDBOX,
-                                    retrain=retrain)
-            if code is None:
-                why = f"timed out after {timeout:.0f} s (an endless loop, or far too slow)"
-            events = _read_events(events_path)[seen:]
-            load = next((e for e in events if e.get("event") == "load"), None)
-            if load is not None and not load.get("ok"):
-                return status, level, str(load.get("message"))
-            if load is None:
-                return status, level, f"Your notebook's setup/definitions cells stopped the grader: " \
-                                      f"{_death_reason(code, why, log_path)}"
-            for e in events:
-                if e.get("event") == "done" and e.get("item") in remaining and e.get("item") not in status:
-                    status[e["item"]] = [str(f) for f in e.get("files", [])] if e.get("ok") else str(e.get("message"))
-            started = [e.get("item") for e in events if e.get("event") == "start"]
-            for item in started:
-                if item in remaining and item not in status:
-                    status[item] = _death_reason(code, why, log_path)
-            before = len(remaining)
-            remaining = [i for i in remaining if i not in status]
-            if remaining and len(remaining) == before:
-                for i in remaining:  # cannot happen unless the worker itself is broken
-                    status[i] = "internal grader error: " + _tail(log_path)
-                break
-    return status, level, None
+    job = _Job(spec, copy, scratch, outputs, retrain=retrain, seed=seed, train=train, memory_bytes=memory_bytes,
+               echo=echo, deadline=time.monotonic() + timeout, timeout=timeout)  # one budget for the notebook
+    items = needed_items(spec, retrain)
+    trainings = [i for i in items if i.startswith("train:")]
+    others = [i for i in items if i not in trainings]
+    if not trainings:
+        status, load_error = job.run(others, "events.jsonl", "worker.log")
+        return status, job.level, load_error
+    lanes = min(train_workers or default_train_workers(), len(trainings))
+    tags = {item: f"[{item.split(':', 1)[1]}] " if lanes > 1 else "" for item in trainings}
+
+    def train(n: int, item: str) -> dict:
+        got, error = job.run([item], f"events-{n}.jsonl", f"worker-{n}.log", tags[item])
+        return got if error is None else {item: error}   # the notebook's own failure is the other worker's to say
+
+    # threads that wait on worker processes: the other items' worker, and the trainings beside it
+    with ThreadPoolExecutor(1) as first, ThreadPoolExecutor(lanes) as pool:
+        rest = first.submit(job.run, others, "events.jsonl", "worker.log")
+        trained = list(pool.map(train, range(1, len(trainings) + 1), trainings))
+        status, load_error = rest.result()
+    if load_error is None:
+        for got in trained:
+            status.update(got)
+    return status, job.level, load_error
+
+
+@dataclass
+class _Job:
+    """What every worker of one notebook shares: its request fields, the outputs folder, the deadline."""
+    spec: Assignment
+    copy: Path
+    scratch: Path
+    outputs: Path
+    retrain: bool
+    seed: int | None
+    train: list
+    memory_bytes: int | None
+    echo: bool
+    deadline: float
+    timeout: float
+    level: str = sandbox.NONE
+
+    def run(self, items: list[str], events_name: str, log_name: str, tag: str = "") -> tuple[dict, str | None]:
+        """Workers, one after another, until each of ``items`` is produced or failed (a worker that dies
+        fails the item it was on, and a fresh one carries on with the rest)."""
+        spec, outputs = self.spec, self.outputs
+        events_path, log_path = outputs / events_name, self.scratch / log_name
+        extra_ro = [self.copy.parent] + [Path(p) for p in self.train]
+        timed_out = f"timed out after {self.timeout:.0f} s (an endless loop, or far too slow)"
+        remaining, status = list(items), {}
+        with open(log_path, "ab") as log:
+            while remaining:
+                left = self.deadline - time.monotonic()
+                if left <= 1:
+                    for i in remaining:
+                        status[i] = timed_out
+                    break
+                request = dict(notebook=str(self.copy), assignment=spec.id, items=remaining, outputs=str(outputs),
+                               events=events_name, retrain=self.retrain, seed=self.seed, runs=spec.runs,
+                               labels=list(spec.labels), epoch_limit=spec.policy.epoch_limit,
+                               keep_epochs=spec.policy.consistent_epochs, train_files=self.train,
+                               memory_bytes=self.memory_bytes)
+                req_path = self.copy.parent / f"request-{time.monotonic_ns()}.json"   # read-only for the worker
+                fd = os.open(req_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+                with os.fdopen(fd, "w") as f:
+                    f.write(json.dumps(request))
+                argv, self.level = sandbox.command([sys.executable, "-m", "autograder.worker", str(req_path)],
+                                                   outputs, extra_ro)
+                seen = len(_read_events(events_path))
+                code, why = _run_worker(argv, outputs, left, log, self.echo, sandboxed=self.level == sandbox.SANDBOX,
+                                        retrain=self.retrain, tag=tag)
+                if code is None:
+                    why = timed_out
+                events = _read_events(events_path)[seen:]
+                load = next((e for e in events if e.get("event") == "load"), None)
+                if load is not None and not load.get("ok"):
+                    return status, str(load.get("message"))
+                if load is None:
+                    return status, f"Your notebook's setup/definitions cells stopped the grader: " \
+                                   f"{_death_reason(code, why, log_path)}"
+                for e in events:
+                    if e.get("event") == "done" and e.get("item") in remaining and e.get("item") not in status:
+                        status[e["item"]] = [str(f) for f in e.get("files", [])] if e.get("ok") \
+                            else str(e.get("message"))
+                started = [e.get("item") for e in events if e.get("event") == "start"]
+                for item in started:
+                    if item in remaining and item not in status:
+                        status[item] = _death_reason(code, why, log_path)
+                before = len(remaining)
+                remaining = [i for i in remaining if i not in status]
+                if remaining and len(remaining) == before:
+                    for i in remaining:  # cannot happen unless the worker itself is broken
+                        status[i] = "internal grader error: " + _tail(log_path)
+                    break
+        return status, None
 
 
 def grade(notebook: str | os.PathLike, *, assignment: str | None = None, retrain: bool = False,
           seed: int | None = GRADER_SEED, runs_dirs: list | None = None, timeout: float | None = None,
-          memory_bytes: int | None = MEMORY_LIMIT, echo: bool = False, require_sandbox: bool = False) -> GradeReport:
+          memory_bytes: int | None = MEMORY_LIMIT, echo: bool = False, require_sandbox: bool = False,
+          train_workers: int | None = None) -> GradeReport:
     """Grade one notebook; never raises for anything wrong with the submission.
 
     The worker (sandboxed where bubblewrap works) produces the items the checks need; the verdicts
-    are computed here, by :mod:`autograder.judge`, in this process, which never runs student code."""
+    are computed here, by :mod:`autograder.judge`, in this process, which never runs student code.
+    Retrain mode trains up to ``train_workers`` runs at once (default :func:`default_train_workers`)."""
     t0 = time.perf_counter()
     notebook = Path(notebook)
     mode = "retrain" if retrain else "checkpoint"
@@ -344,8 +407,9 @@ def grade(notebook: str | os.PathLike, *, assignment: str | None = None, retrain
         (scratch / "in").mkdir()
         copy = scratch / "in" / notebook.name
         shutil.copyfile(notebook, copy)  # the worker reads a copy: the submission is never touched
-        status, report.isolation, load_error = _produce(spec, copy, scratch, retrain=retrain, seed=seed,
-                                                        timeout=timeout, memory_bytes=memory_bytes, echo=echo)
+        status, report.isolation, load_error = _produce(
+            spec, copy, scratch, retrain=retrain, seed=seed, timeout=timeout, memory_bytes=memory_bytes, echo=echo,
+            train_workers=train_workers)
         if load_error is not None:
             report.checks = [_result(spec, c.id, False, load_error) for c in spec.checks]
         else:
@@ -420,6 +484,9 @@ def main(argv=None) -> int:
     ap.add_argument("--runs-dir", action="append", help="where the submission's run records are (repeatable)")
     ap.add_argument("--out", default="grades", help="folder for the JSON results (default ./grades)")
     ap.add_argument("--timeout", type=float, help="seconds for one notebook, all its grading processes together")
+    ap.add_argument("--train-workers", type=int, metavar="N",
+                    help="retrain mode: trainings at once, each in its own worker at one thread (default: one more "
+                         "than the usable CPUs; the trained weights do not depend on it)")
     ap.add_argument("--memory-gb", type=float, default=MEMORY_LIMIT / 2**30, help="memory limit per grading process")
     ap.add_argument("--final", action="store_true",
                     help="an instructor's final grade: refuse to run student code outside the sandbox (bubblewrap)")
@@ -435,8 +502,9 @@ def main(argv=None) -> int:
     cls.add_argument("--force", action="store_true",
                      help="grade again submissions whose notebook, run records and grader are unchanged")
     args = ap.parse_args(argv)
-    if args.workers is not None and args.workers < 1:
-        ap.error("--workers must be at least 1")
+    for name in ("workers", "train_workers"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.final and not args.allow_unisolated and sandbox.isolation() != sandbox.SANDBOX:
         print(f"error: a final grade needs the sandbox, and {sandbox.why_not_sandboxed()}. Install bubblewrap "
               "(apt-get install bubblewrap) or pass --allow-unisolated.", file=sys.stderr)
@@ -466,7 +534,8 @@ def main(argv=None) -> int:
     reports, rows = [], []
     for nb in notebooks:
         report = grade(nb, assignment=args.assignment, retrain=args.retrain, seed=args.seed, runs_dirs=args.runs_dir,
-                       timeout=args.timeout, memory_bytes=options["memory_bytes"], echo=args.retrain)
+                       timeout=args.timeout, memory_bytes=options["memory_bytes"], echo=args.retrain,
+                       train_workers=args.train_workers)
         reports.append(report)
         if base is None:
             dest, result = out / _json_name(nb, None), report.to_dict()

@@ -640,13 +640,17 @@ class Evidence:
 
 
 def _each_job(ev: Evidence, fn) -> list[str]:
-    out = []
+    """``fn`` on every graded run; if any fails, the check fails with every failing run's reason (a student
+    with five variants learns which ones to fix, not only the first)."""
+    out, failed = [], []
     for job in ev.jobs():
         try:
             out.append(fn(job))
         except CheckFailed as e:
             label = job["label"]
-            raise CheckFailed(str(e) if label == "Net" else f"{label}: {e}") from None
+            failed.append(str(e) if label == "Net" else f"{label}: {e}")
+    if failed:
+        raise CheckFailed(" | ".join(failed))
     return out
 
 

@@ -8,7 +8,8 @@ into ``outputs/``: model graphs (:mod:`autograder.export`), Ghost Batch Norm and
 the judge's inputs (:mod:`autograder.probes`), the training jobs the notebook declares, and in retrain
 mode the weights of its last epochs, trained on the training set (the test set is not in the
 sandbox). The grader's judge (:mod:`autograder.judge`), a process that never ran student code, turns
-them into verdicts. Events go to ``outputs/events.jsonl``, one JSON object a line:
+them into verdicts. Events go to ``outputs/events.jsonl`` (or the file the request names: in retrain mode
+each training has its own), one JSON object a line:
 
     {"event": "load", "ok": true}
     {"event": "start", "item": "model"}
@@ -291,7 +292,7 @@ def _export_message(e: BaseException, label: str, mode: str) -> str:
 def run(request: dict) -> int:
     out_dir = Path(request["outputs"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    events = open(out_dir / "events.jsonl", "a", encoding="utf-8")
+    events = open(out_dir / Path(request.get("events", "events.jsonl")).name, "a", encoding="utf-8")
 
     def emit(**event):
         events.write(json.dumps(event) + "\n")
