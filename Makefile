@@ -54,12 +54,11 @@ run: data
 	@$(PY) -m course train session2
 
 # The fast tests run in TEST_WORKERS processes (pytest-xdist, one file per process: most of their time is
-# starting single-threaded grading workers); the slow ones too, those that grade the solution notebooks'
-# runs in one process (they share one execution of the notebooks; tests/conftest.py groups them).
+# starting single-threaded grading workers); the slow ones one at a time, since they share the solution
+# notebooks' training runs and train on every core themselves.
 TEST_WORKERS ?= 2
 test: data
-	@$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile && \
-		$(PY) -m pytest -m slow -n $(TEST_WORKERS) --dist loadgroup
+	@$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile && $(PY) -m pytest -m slow
 
 test-fast: data
 	@$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile

@@ -12,15 +12,10 @@ DATA_FIXTURES = {"mnist_root", "mnist_tensors"}
 
 def pytest_collection_modifyitems(config, items):
     """Every test that needs the real MNIST (directly or through another fixture) carries the ``data``
-    marker, so ``pytest -m "not data"`` runs exactly the tests that need no data set. The tests that grade
-    the solution notebooks' runs share one xdist group (``--dist loadgroup``): one process executes the
-    notebooks once, while other processes run the other slow tests."""
+    marker, so ``pytest -m "not data"`` runs exactly the tests that need no data set."""
     for item in items:
-        fixtures = set(getattr(item, "fixturenames", ()))
-        if DATA_FIXTURES & fixtures:
+        if DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.data)
-        if "solution_runs" in fixtures:
-            item.add_marker(pytest.mark.xdist_group("solutions"))
 
 
 @pytest.fixture(scope="session")
