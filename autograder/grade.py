@@ -257,9 +257,9 @@ def needed_items(spec: Assignment, retrain: bool) -> list[str]:
 
 
 def default_train_workers() -> int:
-    """How many retrain-mode trainings run at once: one more than the CPUs this process may use (each
-    trains at ``RETRAIN_THREADS`` threads in a worker of its own, so the count changes the time, never the
-    weights; on two cores, three at once graded Session 3 fastest of 1, 2, 3 and 5: RESULTS.md, "Tests")."""
+    """How many retrain-mode trainings run at once: one more than the CPUs this process may use, so the
+    last runs do not leave a core idle (each trains at ``RETRAIN_THREADS`` threads in a worker of its own:
+    the count changes the time, never the weights; RESULTS.md, "Tests", compares 1, 2, 3 and 5 at once)."""
     from course_utils.threads import usable_cpus
 
     return max(1, usable_cpus() // RETRAIN_THREADS) + 1

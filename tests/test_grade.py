@@ -392,6 +392,9 @@ def test_cli_usage_errors_and_result_names(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "course", "grade", str(tmp_path / "nope.ipynb"), "--out", str(out)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "no such file or folder" in proc.stderr and not out.exists(), proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "course", "grade", str(tmp_path), "--retrain", "--train-workers", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--train-workers must be at least 1" in proc.stderr, proc.stderr
     for student in ("alice", "bob"):
         path = write(completed("session2/3_gap"), tmp_path / student, "3_gap.ipynb")
         proc = subprocess.run([sys.executable, "-m", "course", "grade", str(path), "--out", str(out)],
