@@ -202,14 +202,18 @@ def _worker_env(scratch: Path, retrain: bool = False) -> dict:
 
 
 def _run_worker(argv: list[str], scratch: Path, timeout: float, log, echo: bool,
-                sandboxed: bool = True, retrain: bool = False, tag: str = "") -> tuple[int | None, str]:
-    """Run one worker; returns (exit status or None if killed for time, why it stopped)."""
+                sandboxed: bool = True, retrain: bool = False, tag: str = "",
+                running: set | None = None) -> tuple[int | None, str]:
+    """Run one worker; returns (exit status or None if killed for time, why it stopped). ``running`` holds
+    the process while it runs (so another thread can end it)."""
     env = _worker_env(scratch, retrain)
     if not sandboxed:
         env[sandbox.PARENT_ENV] = str(os.getpid())
     proc = subprocess.Popen(argv, cwd=scratch, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE if echo else log, stderr=subprocess.STDOUT,
                             start_new_session=True)   # the worker dies with this process (see sandbox.py)
+    if running is not None:
+        running.add(proc)
     try:
         if echo:
             deadline = time.monotonic() + timeout
@@ -224,12 +228,19 @@ def _run_worker(argv: list[str], scratch: Path, timeout: float, log, echo: bool,
     except subprocess.TimeoutExpired:
         return None, f"timed out after {timeout:.0f} s (an endless loop, or far too slow)"
     finally:
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+        _kill(proc)
+        if running is not None:
+            running.discard(proc)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """End a worker and everything it started (its own session), and reap it."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
 
 
 def _death_reason(code: int | None, why: str, log_path: Path) -> str:
@@ -290,10 +301,22 @@ def _produce(spec: Assignment, copy: Path, scratch: Path, *, retrain: bool, seed
         return got if error is None else {item: error}   # the notebook's own failure is the other worker's to say
 
     # threads that wait on worker processes: the other items' worker, and the trainings beside it
-    with ThreadPoolExecutor(1) as first, ThreadPoolExecutor(lanes) as pool:
-        rest = first.submit(job.run, others, "events.jsonl", "worker.log")
-        trained = list(pool.map(train, range(1, len(trainings) + 1), trainings))
-        status, load_error = rest.result()
+    first, pool = ThreadPoolExecutor(1), ThreadPoolExecutor(lanes)
+    futures = [first.submit(job.run, others, "events.jsonl", "worker.log")]
+    futures += [pool.submit(train, n, item) for n, item in enumerate(trainings, 1)]
+    try:
+        status, load_error = futures[0].result()
+        trained = [f.result() for f in futures[1:]]
+    except BaseException:   # Ctrl-C: end every worker (the threads waiting on them return) and start no other
+        for f in futures:
+            f.cancel()          # those not started yet
+        while not all(f.done() for f in futures):
+            job.stop()
+            time.sleep(0.05)
+        raise
+    finally:
+        first.shutdown(cancel_futures=True)
+        pool.shutdown(cancel_futures=True)
     if load_error is None:
         for got in trained:
             status.update(got)
@@ -315,6 +338,14 @@ class _Job:
     deadline: float
     timeout: float
     level: str = sandbox.NONE
+    running: set = field(default_factory=set)   # the workers running now
+    stopped: bool = False
+
+    def stop(self) -> None:
+        """End every running worker, and start no other."""
+        self.stopped = True
+        for proc in list(self.running):
+            _kill(proc)
 
     def run(self, items: list[str], events_name: str, log_name: str, tag: str = "") -> tuple[dict, str | None]:
         """Workers, one after another, until each of ``items`` is produced or failed (a worker that dies
@@ -327,6 +358,10 @@ class _Job:
         with open(log_path, "ab") as log:
             while remaining:
                 left = self.deadline - time.monotonic()
+                if self.stopped:
+                    for i in remaining:
+                        status[i] = "grading was interrupted"
+                    break
                 if left <= 1:
                     for i in remaining:
                         status[i] = timed_out
@@ -336,7 +371,8 @@ class _Job:
                                labels=list(spec.labels), epoch_limit=spec.policy.epoch_limit,
                                keep_epochs=spec.policy.consistent_epochs, train_files=self.train,
                                memory_bytes=self.memory_bytes)
-                req_path = self.copy.parent / f"request-{time.monotonic_ns()}.json"   # read-only for the worker
+                # read-only for the worker; one name per worker, also for workers started at the same instant
+                req_path = self.copy.parent / f"request-{Path(events_name).stem}-{time.monotonic_ns()}.json"
                 fd = os.open(req_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
                 with os.fdopen(fd, "w") as f:
                     f.write(json.dumps(request))
@@ -344,7 +380,7 @@ class _Job:
                                                    outputs, extra_ro)
                 seen = len(_read_events(events_path))
                 code, why = _run_worker(argv, outputs, left, log, self.echo, sandboxed=self.level == sandbox.SANDBOX,
-                                        retrain=self.retrain, tag=tag)
+                                        retrain=self.retrain, tag=tag, running=self.running)
                 if code is None:
                     why = timed_out
                 events = _read_events(events_path)[seen:]
@@ -532,6 +568,25 @@ def main(argv=None) -> int:
         subs = {s.notebook: s for s in classgrade.discover(base)}
         notebooks = [nb for nb in notebooks if nb.resolve() in subs]
     reports, rows = [], []
+    try:
+        _grade_each(notebooks, args, options, base, subs if base is not None else {}, out, reports, rows)
+    except KeyboardInterrupt:   # Ctrl-C: every result already written stays; the grader's workers are ended
+        print(f"interrupted: {len(reports)} of {len(notebooks)} notebook(s) graded, their results in {out}/",
+              file=sys.stderr, flush=True)
+        if rows:
+            print(classgrade.finish(rows, out), flush=True)
+        return 130
+    if len(reports) > 1:
+        print(f"{'notebook':<50} {'score':>7}  result")
+        for r in reports:
+            print(f"{str(r.notebook)[-50:]:<50} {r.score:>3}/{r.max_score:<3}  {'PASS' if r.passed else 'FAIL'}")
+    if base is not None:
+        print(classgrade.finish(rows, out), flush=True)
+    return 0 if all(r.passed for r in reports) else 1
+
+
+def _grade_each(notebooks, args, options: dict, base, subs: dict, out: Path, reports: list, rows: list) -> None:
+    """Grade the notebooks one after another, writing each result as it is done."""
     for nb in notebooks:
         report = grade(nb, assignment=args.assignment, retrain=args.retrain, seed=args.seed, runs_dirs=args.runs_dir,
                        timeout=args.timeout, memory_bytes=options["memory_bytes"], echo=args.retrain,
@@ -547,13 +602,6 @@ def main(argv=None) -> int:
         write_atomic(dest, json.dumps(result, indent=2) + "\n")
         print(report.table())
         print(f"  result: {dest}\n", flush=True)
-    if len(reports) > 1:
-        print(f"{'notebook':<50} {'score':>7}  result")
-        for r in reports:
-            print(f"{str(r.notebook)[-50:]:<50} {r.score:>3}/{r.max_score:<3}  {'PASS' if r.passed else 'FAIL'}")
-    if base is not None:
-        print(classgrade.finish(rows, out), flush=True)
-    return 0 if all(r.passed for r in reports) else 1
 
 
 if __name__ == "__main__":

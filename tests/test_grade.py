@@ -6,6 +6,7 @@ Every case is a real notebook file graded by the real grader (worker process, ta
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -296,6 +297,50 @@ def test_retrain_mode_trains_runs_side_by_side_and_grades_them_as_one_at_a_time(
     assert not passed and "exited with status 3" in msg, msg
     for label in ("L2+BN", "GBN"):   # trained without the penalty: graded as in the runs above
         assert f"{label}: The checkpoint reaches" in msg, msg
+
+
+def test_ctrl_c_while_runs_train_side_by_side_ends_every_worker_and_keeps_nothing(tmp_path):
+    """Ctrl-C in `course grade --retrain` while runs train side by side: exit status 130 at once (not after the
+    trainings), no worker process left, the scratch folder removed, the notebook untouched."""
+    import signal
+
+    from autograder.sandbox import scratch_root
+
+    path = write(completed(S3), tmp_path, "regularization.ipynb")   # 20 epochs: minutes of training
+    before = path.read_bytes()
+    grader = subprocess.Popen([sys.executable, "-m", "course", "grade", str(path), "--retrain", "--out",
+                               str(tmp_path / "grades")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    try:
+        started = 0
+        for line in grader.stderr:   # the workers' progress, as the grader echoes it
+            started += "retraining s3-" in line
+            if started >= 2:
+                break
+        assert started >= 2, grader.communicate(timeout=60)
+        grader.send_signal(signal.SIGINT)
+        stdout, stderr = grader.communicate(timeout=60)   # waiting for the trainings would take minutes
+    finally:
+        if grader.poll() is None:   # the test failed: end the grader, whose workers die with it
+            grader.kill()
+            grader.wait()
+    assert grader.returncode == 130 and "interrupted: 0 of 1 notebook(s) graded" in stderr, stdout[-2000:] + stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    mine = f"/{scratch_root().name}/{grader.pid}-"
+
+    def workers():
+        found = []
+        for proc in Path("/proc").iterdir():
+            try:
+                if mine in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(proc.name)
+            except OSError:
+                pass
+        return found
+
+    assert workers() == [], workers()
+    assert not list(scratch_root().glob(f"{grader.pid}-*"))
+    assert path.read_bytes() == before
 
 
 @pytest.mark.slow
