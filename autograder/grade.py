@@ -569,7 +569,21 @@ def main(argv=None) -> int:
         notebooks = [nb for nb in notebooks if nb.resolve() in subs]
     reports, rows = [], []
     try:
-        _grade_each(notebooks, args, options, base, subs if base is not None else {}, out, reports, rows)
+        for nb in notebooks:
+            report = grade(nb, assignment=args.assignment, retrain=args.retrain, seed=args.seed,
+                           runs_dirs=args.runs_dir, timeout=args.timeout, memory_bytes=options["memory_bytes"],
+                           echo=args.retrain, train_workers=args.train_workers)
+            reports.append(report)
+            if base is None:
+                dest, result = out / _json_name(nb, None), report.to_dict()
+            else:  # the same file and fields as `--workers`, so a later class run skips what is unchanged
+                sub = subs[nb.resolve()]
+                dest = out / sub.name
+                result = classgrade.class_row(sub, report, classgrade.fingerprint(sub, options))
+                rows.append(result)
+            write_atomic(dest, json.dumps(result, indent=2) + "\n")
+            print(report.table())
+            print(f"  result: {dest}\n", flush=True)
     except KeyboardInterrupt:   # Ctrl-C: every result already written stays; the grader's workers are ended
         print(f"interrupted: {len(reports)} of {len(notebooks)} notebook(s) graded, their results in {out}/",
               file=sys.stderr, flush=True)
@@ -583,26 +597,6 @@ def main(argv=None) -> int:
     if base is not None:
         print(classgrade.finish(rows, out), flush=True)
     return 0 if all(r.passed for r in reports) else 1
-
-
-def _grade_each(notebooks, args, options: dict, base, subs: dict, out: Path, reports: list, rows: list) -> None:
-    """Grade the notebooks one after another, writing each result as it is done."""
-    for nb in notebooks:
-        report = grade(nb, assignment=args.assignment, retrain=args.retrain, seed=args.seed, runs_dirs=args.runs_dir,
-                       timeout=args.timeout, memory_bytes=options["memory_bytes"], echo=args.retrain,
-                       train_workers=args.train_workers)
-        reports.append(report)
-        if base is None:
-            dest, result = out / _json_name(nb, None), report.to_dict()
-        else:  # the same file and fields as `--workers`, so a later class run skips what is unchanged
-            sub = subs[nb.resolve()]
-            dest = out / sub.name
-            result = classgrade.class_row(sub, report, classgrade.fingerprint(sub, options))
-            rows.append(result)
-        write_atomic(dest, json.dumps(result, indent=2) + "\n")
-        print(report.table())
-        print(f"  result: {dest}\n", flush=True)
-
 
 if __name__ == "__main__":
     sys.exit(main())
