@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from benchmarks.results_file import write_results
+from benchmarks.args import positive, out_file
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "solutions" / "session2" / "4_bn_dropout.ipynb"
@@ -64,11 +65,14 @@ def run(folder: Path, out: Path, setting: str) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--students", type=int, default=12)
+    ap.add_argument("--students", type=positive, default=12)
     ap.add_argument("--workers", nargs="+", default=["sequential", "1", "2"],
                     help="Dask worker counts to time; 'sequential' times plain course grade FOLDER (no Dask)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "class_grading.json"))
+    ap.add_argument("--out", type=out_file, default=str(ROOT / "benchmarks" / "results" / "class_grading.json"))
     args = ap.parse_args(argv)
+    bad = [w for w in args.workers if w != "sequential" and not (w.isdigit() and int(w) >= 1)]
+    if bad:
+        ap.error(f"--workers: {', '.join(bad)}: each must be 'sequential' or a worker count of at least 1")
 
     record = reference_record()
     print(f"{args.students} submissions of {NOTEBOOK.relative_to(ROOT)}, "

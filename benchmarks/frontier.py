@@ -31,6 +31,7 @@ from course_utils.policy import POLICIES
 from instructor.reference.session2 import SESSION2_CONFIG, SPEED_CONFIG, PooledNet, SpaceToDepthNet, conv_block
 from course_utils.inspection import count_parameters
 from benchmarks.seeds import matching_records, run_jobs, summary, train_one
+from benchmarks.args import positive
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,7 +137,7 @@ def main(argv=None) -> int:
     ap.add_argument("--candidates", default=",".join(CANDIDATES), help=f"comma-separated, from {list(CANDIDATES)}")
     ap.add_argument("--seeds", type=int, nargs="+", default=list(range(1, 11)))
     ap.add_argument("--runs-dir", default=str(ROOT / "runs"))
-    ap.add_argument("--workers", type=int, default=2, help="parallel training processes, one torch thread each")
+    ap.add_argument("--workers", type=positive, default=2, help="parallel training processes, one torch thread each")
     ap.add_argument("--no-train", action="store_true", help="only print the table of existing records")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.candidates.split(",") if n.strip()]

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from benchmarks.results_file import write_results
 from course_utils.perf import tune_allocator
 from instructor.reference.session2 import PooledNet, Session2Net, SpaceToDepthNet, SpeedNet
+from benchmarks.args import positive, out_file
 
 ROOT = Path(__file__).resolve().parents[1]
 NETWORKS = {"Session2Net (iteration 4)": Session2Net, "SpeedNet (iteration 5)": SpeedNet, "PooledNet": PooledNet,
@@ -73,9 +74,9 @@ def batchnorm_ms(shape, channels_last: bool, steps: int) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    ap.add_argument("--steps", type=int, default=40, help="timed steps per round")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "layer_cost.json"))
+    ap.add_argument("--threads", type=positive, default=2, help="torch threads (default 2)")
+    ap.add_argument("--steps", type=positive, default=40, help="timed steps per round")
+    ap.add_argument("--out", type=out_file, default=str(ROOT / "benchmarks" / "results" / "layer_cost.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     tune_allocator()  # as fit does: freed activations stay mapped (course_utils/perf.py)

@@ -27,6 +27,7 @@ from course_utils.engine import evaluate, make_optimizer, make_scheduler
 from course_utils.loader import mnist_data
 from course_utils.seed import seed_everything
 from benchmarks.results_file import write_results
+from benchmarks.args import positive, out_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,8 +85,8 @@ def reference(epochs, tensors):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=int, default=1, help="epochs per pipeline (default 1)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pipeline_speed.json"))
+    ap.add_argument("--epochs", type=positive, default=1, help="epochs per pipeline (default 1)")
+    ap.add_argument("--out", type=out_file, default=str(ROOT / "benchmarks" / "results" / "pipeline_speed.json"))
     args = ap.parse_args(argv)
 
     tensors = load_uint8()

@@ -30,6 +30,7 @@ from course_utils.engine import fit
 from course_utils.records import load_record, select
 from course_utils.inspection import count_parameters
 from course_utils.loader import data_for
+from benchmarks.args import positive
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,12 +149,12 @@ def matching_records(config, n_params: int, runs_dir) -> list:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    ap.add_argument("--only", help="comma-separated labels (default: all seven)")
+    ap.add_argument("--only", help="comma-separated labels (default: all)")
     ap.add_argument("--runs-dir", default=str(ROOT / "runs"))
-    ap.add_argument("--workers", type=int, default=1,
+    ap.add_argument("--workers", type=positive, default=1,
                     help="parallel training processes, one torch thread each (default 1: one process "
                          "with all cores); small convolutions scale poorly across threads (RESULTS.md)")
-    ap.add_argument("--epochs", type=int, help="train every configuration for this many epochs instead of "
+    ap.add_argument("--epochs", type=positive, help="train every configuration for this many epochs instead of "
                     "its recipe's (exploring a recipe change; records count only for the same epoch count)")
     ap.add_argument("--set", action="append", metavar="FIELD=VALUE", default=[],
                     help="change a TrainConfig field of every configuration (repeatable), e.g. --set translate=0.1; "
@@ -165,9 +166,17 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     overrides = parse_overrides(args.set)
-    configs = configurations(args.epochs, overrides)
+    try:
+        configs = configurations(args.epochs, overrides)
+    except ValueError as e:   # a value of the right type that TrainConfig refuses (lr=0, optimizer=foo)
+        ap.error(f"--set: {e}")
     if args.only:
-        configs = {k: v for k, v in configs.items() if k in args.only.split(",")}
+        wanted = [w.strip() for w in args.only.split(",")]
+        unknown = [w for w in wanted if w not in configs]
+        if unknown:
+            ap.error(f"--only: no configuration named {', '.join(map(repr, unknown))}; "
+                     f"the labels are: {', '.join(configs)}")
+        configs = {k: v for k, v in configs.items() if k in wanted}
     records = {label: matching_records(config, count_parameters(factory()), args.runs_dir)
                for label, (_, factory, config, _) in configs.items()}
     jobs = []

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from benchmarks.results_file import write_results
+from benchmarks.args import positive, out_file
 
 ROOT = Path(__file__).resolve().parents[1]
 #: name -> the OpenMP settings of the processes (anything else of the environment is kept, the wait settings removed)
@@ -68,10 +69,10 @@ def run(policy: str, copies: int, steps: int, threads: int) -> list[float]:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=100, help="timed training steps per process (default 100)")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+    ap.add_argument("--steps", type=positive, default=100, help="timed training steps per process (default 100)")
+    ap.add_argument("--threads", type=positive, default=os.cpu_count() or 1,
                     help="torch threads per process (default: all cores, the case that collapses)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "threads.json"))
+    ap.add_argument("--out", type=out_file, default=str(ROOT / "benchmarks" / "results" / "threads.json"))
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:

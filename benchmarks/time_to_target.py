@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 from benchmarks.results_file import write_results
+from benchmarks.args import positive, out_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,9 +149,9 @@ def table(rows: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=PIPELINES, action="append", help="run only this pipeline (repeatable)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "time_to_target.json"))
-    ap.add_argument("--max-steps", type=int, help="smoke test: stop each pipeline after this many steps")
-    ap.add_argument("--epochs", type=int, help="smoke test: override every pipeline's epoch count")
+    ap.add_argument("--out", type=out_file, default=str(ROOT / "benchmarks" / "results" / "time_to_target.json"))
+    ap.add_argument("--max-steps", type=positive, help="smoke test: stop each pipeline after this many steps")
+    ap.add_argument("--epochs", type=positive, help="smoke test: override every pipeline's epoch count")
     ap.add_argument("--child", choices=PIPELINES, help=argparse.SUPPRESS)
     ap.add_argument("--t0", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

@@ -39,6 +39,8 @@ def _load_model_class(spec: str):
         obj = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as e:
         raise SystemExit(f"error: cannot load {spec!r}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - the module's own code failed (syntax error, a bad import line)
+        raise SystemExit(f"error: importing {module} raised {type(e).__name__}: {e}") from None
     return obj
 
 
@@ -127,9 +129,12 @@ def cmd_info(args) -> int:
     except Exception as e:  # noqa: BLE001 - a student's Net that cannot be built: one line, not a traceback
         print(f"error: building {args.model}'s model raised {type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    print(describe(model))
-    print()
-    print(parameter_table(model))
+    try:
+        text = describe(model) + "\n\n" + parameter_table(model)
+    except Exception as e:  # noqa: BLE001 - its forward() fails on a 28x28 image: one line, not a traceback
+        print(f"error: {args.model}'s model failed on a (1, 1, 28, 28) input: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print(text)
     return 0
 
 
@@ -171,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(checked first, then self-graded)")
     s.add_argument("notebook", help="NOTEBOOK.ipynb")
     s.add_argument("--runs-dir", help="where its run records are (default: runs/ next to it, and the repository's)")
-    s.add_argument("--out", help="the zip to write (default: NOTEBOOK-submission.zip next to it)")
+    s.add_argument("--out", help="the zip to write, or a folder for it (default: NOTEBOOK-submission.zip next to it)")
     s.set_defaults(func=_submit)
 
     c = sub.add_parser("check", help="self-check: grade notebooks as `course grade` does (the saved files, "
@@ -208,6 +213,6 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, TypeError, OSError, RuntimeError) as e:
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -59,6 +59,8 @@ def main(path: str, runs_dir: str | None, out: str | None) -> int:
     report = grade(nb, runs_dirs=runs_dirs)
     print(report.table())
     dest = Path(out) if out else nb.with_name(f"{nb.stem}-submission.zip")
+    if dest.is_dir():   # a folder: the zip goes into it
+        dest = dest / f"{nb.stem}-submission.zip"
     with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as z:
         z.write(nb, nb.name)
         for rec in records:

@@ -7,6 +7,7 @@ no training output lands inside ``solutions/`` (nbgrader would copy it over subm
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import sys
@@ -77,13 +78,25 @@ def execute(path: str | os.PathLike, workdir: str | os.PathLike, *, env: dict | 
 
 
 def main(argv=None) -> int:
-    paths = argv if argv is not None else sys.argv[1:]
+    ap = argparse.ArgumentParser(prog="python -m instructor.notebooks",
+                                 description="Execute notebooks headless at full length (a temporary copy of each; "
+                                             "run records go to $COURSE_RUNS) and list the cells that failed.")
+    ap.add_argument("notebooks", nargs="+", type=Path)
+    paths = ap.parse_args(argv).notebooks
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        ap.error(f"no such notebook: {', '.join(missing)}")
     failed = 0
     for p in paths:
         print(f"executing {p} ...", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             shutil.copy(p, tmp)
-            res = execute(Path(tmp) / Path(p).name, tmp)
+            try:
+                res = execute(Path(tmp) / Path(p).name, tmp)
+            except Exception as e:  # noqa: BLE001 - not a notebook nbformat can read: say so, go on with the next
+                print(f"  FAILED: cannot read it as a notebook: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+                failed += 1
+                continue
         for e in res.errors:
             print(f"  cell {e.index} ({e.grade_id or ','.join(e.tags) or 'code'}): {e.ename}: {e.evalue[:300]}")
         print(f"  {'OK' if not res.errors else 'FAILED'} in {res.seconds:.0f} s")

@@ -127,7 +127,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true", help="check instead of writing")
     args = ap.parse_args(argv)
-    if args.check:
+    try:
+        return _run(args.check)
+    except RuntimeError as e:   # nbgrader missing or failing: its message, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(check_only: bool) -> int:
+    if check_only:
         problems = check()
         for p in problems:
             print(f"FAIL {p}")

@@ -269,16 +269,36 @@ workflow (`GRADER_REPO`/`GRADER_REF`) fetches this repository at a pinned commit
 """
 
 
+def _replace(out: Path, root: Path) -> Path:
+    """``out`` as a new empty folder. An existing one is removed only if it is an earlier build (it has the
+    ``grader.sha256`` a build writes) and not a git working tree (a clone of the pushed template keeps its
+    history): any other folder, or one holding the course repository, is refused, and nothing is deleted."""
+    out = Path(out).resolve()
+    root = Path(root).resolve()
+    if out == root or out in root.parents:
+        raise RuntimeError(f"{out}: refusing to build there: it is (or holds) the course repository; "
+                           "give a folder of its own, e.g. build/student-template")
+    if out.exists() and not out.is_dir():
+        raise RuntimeError(f"{out} is a file; give a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if (out / ".git").exists():
+            raise RuntimeError(f"{out} is a git working tree; refusing to replace it (its history would be lost). "
+                               "Build into an empty folder, then copy the files over your clone.")
+        if not (out / "grader.sha256").is_file():
+            raise RuntimeError(f"{out} is not empty and is not an earlier build (no grader.sha256); refusing to "
+                               "replace it. Give a new or empty folder.")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def build_grader(out: Path, root: Path = ROOT) -> Path:
-    """The grader as its own artifact in ``out`` (replaced if it exists): the three grader packages, a
+    """The grader as its own artifact in ``out`` (an earlier build there is replaced: :func:`_replace`): the three grader packages, a
     ``pyproject.toml`` versioned with the grader's digest, a README and ``grader.sha256``; push it as a
     public repository so that pinned grading never needs the course repository (which holds solutions)."""
     from autograder.classgrade import grader_version
 
-    out = Path(out).resolve()
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out = _replace(out, root)
     for package in GRADER_PACKAGES:
         shutil.copytree(root / package, out / package, ignore=IGNORE)
     version = grader_version()
@@ -298,13 +318,10 @@ def build_grader(out: Path, root: Path = ROOT) -> Path:
 
 
 def build(out: Path, root: Path = ROOT, grader_repo: str = "", grader_ref: str = "") -> Path:
-    """Write the template into ``out`` (replaced if it exists); raise if it would leak anything.
+    """Write the template into ``out`` (an earlier build there is replaced); raise if it would leak anything.
     ``grader_repo``/``grader_ref`` make the student workflow fetch the grader from that commit of the
     grader repository (:func:`build_grader`)."""
-    out = Path(out).resolve()
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out = _replace(out, root)
     for a in sorted(p for p in (root / "sessions").iterdir() if p.is_dir()):
         dest = out / "sessions" / a.name
         dest.mkdir(parents=True)
@@ -372,6 +389,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if bool(args.grader_repo) != bool(args.grader_ref):
         print("error: give --grader-repo and --grader-ref together (pin a commit)", file=sys.stderr)
+        return 2
+    out, grader_out = Path(args.out).resolve(), Path(args.grader_out).resolve()
+    if out == grader_out or out in grader_out.parents or grader_out in out.parents:
+        print("error: --out and --grader-out must be two separate folders (neither inside the other)", file=sys.stderr)
         return 2
     try:
         grader = build_grader(Path(args.grader_out))

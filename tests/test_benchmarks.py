@@ -103,6 +103,35 @@ def test_seeds_overrides_are_typed_and_reject_unknown_fields():
     assert all(cfg.translate == 0.1 for _, _, cfg, _ in changed.values())
 
 
+def test_seeds_only_names_the_unknown_label_and_the_real_ones(capsys):
+    """A misspelt --only used to train nothing and print an empty table; now it is a usage error."""
+    from benchmarks import seeds
+
+    with pytest.raises(SystemExit) as exit_:
+        seeds.main(["--only", "GBN,Session 2 (iteration 9)", "--no-train"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "'Session 2 (iteration 9)'" in err and "Session 2 (iteration 4)" in err, err
+
+
+@pytest.mark.parametrize("module, argv, phrase", [
+    ("seeds", ["--epochs", "0", "--no-train"], "must be at least 1"),
+    ("seeds", ["--set", "lr=0", "--no-train"], "Invalid TrainConfig"),
+    ("pipeline_speed", ["--epochs", "0"], "must be at least 1"),
+    ("layer_cost", ["--steps", "-3"], "must be at least 1"),
+    ("threads", ["--threads", "two"], "not a whole number"),
+    ("class_grading", ["--workers", "sequential", "0"], "'sequential' or a worker count"),
+    ("time_to_target", ["--out", "."], "is a folder"),
+])
+def test_benchmark_arguments_are_checked_before_anything_runs(module, argv, phrase, capsys):
+    """A zero count (a division by zero, an empty loop) or a folder as --out used to fail after the run."""
+    import importlib
+
+    with pytest.raises(SystemExit) as exit_:
+        importlib.import_module(f"benchmarks.{module}").main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and phrase in err, err
+
+
 def test_fail_fast_stops_a_sweep_at_the_first_run_that_misses_the_policy(capsys):
     from benchmarks import seeds
 

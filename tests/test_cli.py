@@ -89,6 +89,23 @@ def test_unknown_names_fail_with_one_clear_line():
     assert r.returncode == 1 and "cannot load 'nope.module:Net'" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_info_says_in_one_line_when_the_models_module_or_forward_fails(tmp_path):
+    """A syntax error in the module, or a forward() that fails on a 28x28 image, used to be a traceback."""
+    import os
+
+    (tmp_path / "broken.py").write_text("def oops(:\n")
+    (tmp_path / "typo.py").write_text("import torch.nn as nn\n\n\nclass Net(nn.Module):\n"
+                                      "    def __init__(self):\n        super().__init__()\n"
+                                      "        self.conv = nn.Conv2d(1, 10, 3)\n\n"
+                                      "    def forward(self, x):\n        return self.cnov(x)\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    r = course("info", "broken:Net", env=env)
+    assert r.returncode == 1 and "importing broken raised SyntaxError" in r.stderr and "Traceback" not in r.stderr
+    r = course("info", "typo:Net", env=env)
+    assert r.returncode == 1 and "failed on a (1, 1, 28, 28) input: AttributeError" in r.stderr, r.stderr
+    assert "cnov" in r.stderr and "Traceback" not in r.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.data
 def test_train_one_epoch_writes_a_record(tmp_path, mnist_root):
@@ -162,3 +179,7 @@ def test_submit_bundles_the_notebook_with_exactly_its_graded_records(tmp_path, m
     with zipfile.ZipFile(folder / "4_bn_dropout-submission.zip") as z:
         assert sorted(z.namelist()) == ["4_bn_dropout.ipynb"] + [f"runs/{graded.name}/{f}" for f in
                                                                   ("config.json", "metrics.json", "model.pt")]
+    into = tmp_path / "hand-in"
+    into.mkdir()
+    r = course("submit", str(nb), "--out", str(into), env=env)   # a folder: the zip goes into it
+    assert r.returncode == 0 and (into / "4_bn_dropout-submission.zip").is_file(), r.stderr[-2000:]

@@ -451,6 +451,31 @@ def test_cli_usage_errors_and_result_names(tmp_path):
     assert "``" not in helped.stdout
 
 
+def test_cli_refuses_a_bad_out_folder_a_dashboard_address_and_retrain_without_data(tmp_path, monkeypatch, capsys):
+    """Mistakes that used to end in a traceback (FileExistsError, distributed's ValueError, MNISTUnavailable
+    from the first notebook) are one line and exit status 2, before any notebook is graded."""
+    from autograder import grade as grade_mod
+    from course_utils.data import MNISTUnavailable
+
+    nb = write(completed("session2/3_gap"), tmp_path / "alice", "3_gap.ipynb")
+    (tmp_path / "afile").write_text("x")
+    for argv, phrase in (([str(nb), "--out", str(tmp_path / "afile")], "--out"),
+                         ([str(tmp_path), "--workers", "1", "--cluster", "http://localhost:8787/status"],
+                          "not the dashboard's http:// address")):
+        with pytest.raises(SystemExit) as exit_:
+            grade_mod.main(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and phrase in err, err
+
+    def no_data():
+        raise MNISTUnavailable("Could not make MNIST available.")
+
+    monkeypatch.setattr(grade_mod, "train_files", no_data)
+    monkeypatch.setattr(grade_mod, "grade", lambda *a, **k: pytest.fail("graded without training files"))
+    assert grade_mod.main([str(nb), "--retrain", "--out", str(tmp_path / "g")]) == 2
+    assert "retrain mode trains on the MNIST training files" in capsys.readouterr().err
+
+
 def test_a_failed_check_shows_its_message_alone_in_jupyter_and_the_traceback_on_request(monkeypatch):
     """IPython (and so nbgrader's feedback) displays an exception through ``_render_traceback_``: a failed
     check is its one-line message, not forty lines through the grader with the message at the bottom."""

@@ -126,3 +126,15 @@ def test_notebook_definitions_match_the_reference_solutions():
     assert s3["VARIANTS"] == session3.VARIANTS
     for ghost in (0, 4):
         assert same_model(s3["Net"](ghost=ghost), session3.Session3Net(ghost=ghost))
+
+
+def test_notebook_runner_has_help_and_names_a_missing_notebook(capsys):
+    """`python -m instructor.notebooks --help` used to try to execute a notebook named --help."""
+    from instructor.notebooks import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0 and "COURSE_RUNS" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["solutions/session2/9_nope.ipynb"])
+    assert exit_.value.code == 2 and "no such notebook: solutions/session2/9_nope.ipynb" in capsys.readouterr().err

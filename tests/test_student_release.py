@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -297,3 +298,45 @@ def test_the_install_cell_installs_the_pinned_grader_where_the_package_is_missin
     with pytest.raises(SystemExit, match="set COURSE_PACKAGE above to the address your instructor gives you"):
         exec(student_release.INSTALL_CELL, {})  # noqa: S102  (a template built without the address)
     assert len(calls) == len(sources)
+
+
+def test_a_rebuild_replaces_only_an_earlier_build_and_never_a_clone_or_the_repository(tmp_path, capsys):
+    """`--out` pointed at a git clone of the pushed template, at a folder of other files or at the course
+    repository used to be deleted whole before the build; now only an earlier build is replaced."""
+    grader = student_release.build_grader(tmp_path / "grader")
+    (grader / "stale.txt").write_text("from an earlier build")
+    assert not (student_release.build_grader(grader) / "stale.txt").exists()   # an earlier build: replaced
+
+    clone = tmp_path / "clone"
+    (clone / ".git").mkdir(parents=True)
+    (clone / "grader.sha256").write_text("pushed\n")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.md").write_text("mine")
+    for out, phrase in ((clone, "is a git working tree"), (other, "is not an earlier build"),
+                        (ROOT, "holds) the course repository"), (other / "notes.md", "is a file")):
+        with pytest.raises(RuntimeError, match=re.escape(phrase)):
+            student_release.build(out)
+    assert (clone / ".git").is_dir() and (other / "notes.md").read_text() == "mine"
+
+    assert student_release.main(["--out", str(tmp_path / "t"), "--grader-out", str(tmp_path / "t" / "g")]) == 2
+    assert "two separate folders" in capsys.readouterr().err
+    assert student_release.main(["--out", str(clone), "--grader-out", str(tmp_path / "g2")]) == 1
+    assert "git working tree" in capsys.readouterr().err and (clone / ".git").is_dir()
+
+
+@pytest.mark.parametrize("content", [None, "not json", '"a string"', '[1, "x"]'])
+def test_classroom_points_from_a_missing_or_malformed_results_file_are_zero_not_a_traceback(content, tmp_path,
+                                                                                             capsys):
+    import base64
+
+    from autograder import classroom
+
+    path = tmp_path / "grade.json"
+    if content is not None:
+        path.write_text(content)
+    assert classroom.main([str(path)]) == 0
+    out = capsys.readouterr()
+    data = json.loads(base64.b64decode(out.out.split("result=", 1)[1]))
+    assert data["status"] == "fail" and data["max_score"] > 0 and sum(t["score"] for t in data["tests"]) == 0
+    assert f"Points 0/{data['max_score']}" in out.err
