@@ -560,7 +560,7 @@ def main(argv=None) -> int:
         ap.error(f"--out {out}: cannot make a folder for the results there ({e.strerror or e})")
     if not os.access(out, os.W_OK | os.X_OK):
         ap.error(f"--out {out}: the folder is not writable")
-    if args.retrain:   # checked once here, not as one failure per notebook
+    if args.retrain and not args.cluster:   # once, not per notebook (a remote cluster's workers have their own)
         from course_utils.data import MNISTUnavailable
 
         try:
