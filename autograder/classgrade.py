@@ -244,14 +244,14 @@ def _client(workers: int | None, cluster: str | None, threads: int):
 def grade_class(folder: Path, out: Path, options: dict, *, workers: int | None = None, cluster: str | None = None,
                 force: bool = False, stream=sys.stdout) -> int:
     """Grade every submission under ``folder`` on Dask; returns the exit status (0 all passed, 1 not,
-    130 interrupted)."""
+    2 no notebooks or no scheduler, 130 interrupted)."""
     from tqdm.auto import tqdm
 
     out.mkdir(parents=True, exist_ok=True)
     subs = discover(folder)
     if not subs:
         print(f"error: no notebooks found in {folder}", file=sys.stderr)
-        return 1
+        return 2
     here = {str(s.notebook) for s in subs}
     rows = {r["notebook"]: r for r in load_results(out) if r["notebook"] in here}   # this class's results so far
     todo, skipped = [], 0

@@ -16,8 +16,11 @@ def pytest_addoption(parser):
     g = parser.getgroup("course grader")
     g.addoption("--submission", action="append", default=[], metavar="PATH",
                 help="notebook (or folder of notebooks) to grade; repeatable")
-    g.addoption("--retrain", action="store_true", help="retrain with the grader's seed instead of the submitted run")
-    g.addoption("--grader-seed", type=int, default=None, help="the grader's seed in retrain mode")
+    g.addoption("--retrain", action="store_true",
+                help="train each graded run again from scratch (its config's seed) and judge those weights, "
+                     "instead of the submitted checkpoint")
+    g.addoption("--grader-seed", type=int, default=None,
+                help="retrain mode: train with this seed instead of each config's own")
     g.addoption("--assignment", default=None, help="e.g. session2/4_bn_dropout (default: from the file name)")
     g.addoption("--submission-runs", action="append", default=None, metavar="DIR",
                 help="where the submission's run records are (default: runs/ next to the notebook)")

@@ -579,7 +579,7 @@ def main(argv=None) -> int:
     notebooks = find_notebooks(args.paths)
     if not notebooks:
         print(f"error: no notebooks found in {', '.join(args.paths)}", file=sys.stderr)
-        return 1
+        return 2
     base = Path(args.paths[0]) if len(args.paths) == 1 and Path(args.paths[0]).is_dir() else None
     if base is not None:   # a folder: grade it as a class (one row per submission), in this process
         subs = {s.notebook: s for s in classgrade.discover(base)}

@@ -228,8 +228,8 @@ README = """\
    config; keep the tags), evaluates your checkpoint itself on the MNIST test set, and checks parameters
    (< {s2.max_parameters:,}), no fully connected layer, epochs (< {s2.epoch_limit} in Session 2, < {s3.epoch_limit} in Session 3) and
    >= {s2.min_accuracy}% in each of the last {s2.consistent_epochs} epochs. The score table is in the workflow run's summary. Your instructor may also
-   retrain your model from scratch with their own seed (`course grade --retrain`), so a lucky checkpoint
-   is not enough.
+   retrain your model from scratch (`course grade --retrain`: your config, its seed or one they choose), so a
+   lucky checkpoint is not enough.
 
 To grade one notebook and keep the result as JSON under `grades/`:
 

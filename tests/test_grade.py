@@ -467,6 +467,10 @@ def test_cli_refuses_a_bad_out_folder_a_dashboard_address_and_retrain_without_da
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and phrase in err, err
 
+    (tmp_path / "empty").mkdir()
+    assert grade_mod.main([str(tmp_path / "empty"), "--out", str(tmp_path / "g")]) == 2   # like `course check`
+    assert "no notebooks found" in capsys.readouterr().err
+
     def no_data():
         raise MNISTUnavailable("Could not make MNIST available.")
 
