@@ -25,7 +25,7 @@ help:
 	@echo "make bench-class  class grading throughput: submissions per minute, plain and on Dask with 1 and 2 workers (about 4 minutes)"
 	@echo "make release    regenerate the student notebooks sessions/ from solutions/ (nbgrader)"
 	@echo "make reproduce  run every solution notebook at full length, the seed sweep, then the reports"
-	@echo "make seeds      train the reference configs over SEEDS (default: 1-10, about 2.5 hours on 2 cores; WORKERS=2 processes) and print min/mean/max"
+	@echo "make seeds      train the reference configs over SEEDS (default: 1-10, about 1.5 hours on 2 cores; WORKERS=2 processes) and print min/mean/max"
 	@echo "make frontier   the parameter frontier over SEEDS: iteration 4-style nets with its recipe, nets of iteration 5's pooled and space-to-depth designs with the fast one (default FRONTIER=w7632; e.g. FRONTIER=p4884,s4924,w7632; benchmarks/frontier.py)"
 	@echo "make report     render sessions/session{2,3}/README.md from the run records in runs/ (REPORT=session3: only that one; default: every session)"
 	@echo "make grade SUBMISSION=path [GRADE_ARGS=--retrain]   grade notebook(s) or a folder of them"

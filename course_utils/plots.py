@@ -52,30 +52,46 @@ def plot_curves(runs, path=None, *, title: str | None = None, metrics=("accuracy
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.2), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    shared = len(runs) > 2   # one legend under the panels: inside them it would hide the curves
     for ax, metric in zip(axes[0], metrics):
         for i, (label, run) in enumerate(runs.items()):
             h = _history(run)
             epochs = [r["epoch"] for r in h]
             for split in splits:
                 style = "-" if split == "test" else "--"
-                name = label if len(splits) == 1 else f"{label} {split}"
+                # shared legend: a run's colour once (its test line); the line styles are explained apart
+                name = label if len(splits) == 1 or shared else f"{label} {split}"
                 ax.plot(epochs, [r[f"{split}_{metric}"] for r in h], style, color=colors[i % len(colors)],
-                        marker="o" if split == "test" else None, markersize=3, label=name)
+                        marker="o" if split == "test" else None, markersize=3,
+                        label=name if split == splits[-1] or not shared else "_" + name)
         if metric == "accuracy" and target is not None:
             ax.axhline(target, color="grey", lw=0.8, ls=":", label=f"{target}% target")
             lows = [r["test_accuracy"] for run in runs.values() for r in _history(run)][1:]
             if lows:
                 ax.set_ylim(max(min(lows) - 0.3, 90), 100)
-        if metric == "loss":
+        values = [y for line in ax.get_lines() for y in line.get_ydata() if y > 0]
+        log = metric == "loss" and values and max(values) > 5 * min(values)   # a narrow range reads better linear
+        if log:
             ax.set_yscale("log")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(f"{metric} (%)" if metric == "accuracy" else f"{metric} (log scale)")
+        ax.xaxis.get_major_locator().set_params(integer=True)   # epochs are whole numbers
+        ax.set_ylabel(f"{metric} (%)" if metric == "accuracy" else f"{metric} (log scale)" if log else metric)
         ax.set_title(f"{'/'.join(splits)} {metric}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if not shared:
+            ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    if shared:
+        from matplotlib.lines import Line2D
+
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        if len(splits) > 1:
+            handles += [Line2D([], [], color="black", ls="--"), Line2D([], [], color="black", ls="-", marker="o",
+                                                                       markersize=3)]
+            labels += ["train (dashed)", "test (solid)"]
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=8, frameon=False)
     return _save(fig, path)
 
 

@@ -27,6 +27,22 @@ def test_curves_for_several_runs_on_one_figure(tmp_path):
     assert list(acc_ax.get_lines()[1].get_ydata()) == [h["test_accuracy"] for h in _history(0.2)]
 
 
+def test_many_runs_share_one_legend_under_the_panels_and_a_narrow_loss_range_is_linear(tmp_path):
+    """Five runs' legend inside a panel hid the curves (the Session 2 report's figure): with more than two
+    runs it goes under the panels, one entry per run plus the two line styles."""
+    runs = {f"run {i}": [{**h, "train_loss": 0.5 - 0.01 * h["epoch"], "test_loss": 0.12 + 0.001 * i}
+                         for h in _history(0.05 * i)] for i in range(5)}
+    fig = plot_curves(runs, tmp_path / "five.png")
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    (legend,) = fig.legends
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels == [f"run {i}" for i in range(5)] + ["99.4% target", "train (dashed)", "test (solid)"]
+    assert fig.axes[1].get_yscale() == "linear"   # these losses span less than a factor of 5
+    two = plot_curves({"a": _history(), "b": _history(0.2)}, tmp_path / "two.png")
+    assert not two.legends and all(ax.get_legend() is not None for ax in two.axes)
+    assert two.axes[1].get_yscale() == "log"   # 1.1 down to 0.2: more than a factor of 5
+
+
 def test_confusion_matrix_counts():
     preds, targets = torch.tensor([1, 1, 2, 3, 3]), torch.tensor([1, 2, 2, 3, 1])
     cm = confusion_matrix(preds, targets)
