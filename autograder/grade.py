@@ -549,17 +549,20 @@ def main(argv=None) -> int:
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
         ap.error(f"no such file or folder: {', '.join(missing)}")   # exit status 2, nothing written
-    scheme = args.cluster.split("://", 1)[0] if args.cluster and "://" in args.cluster else "tcp"
-    if scheme not in ("tcp", "tls", "ws", "wss", "ucx", "inproc"):
+    scheme = args.cluster.split("://", 1)[0].lower() if args.cluster and "://" in args.cluster else "tcp"
+    if scheme not in ("tcp", "tls", "ws", "wss", "ucx", "ucxx", "inproc"):
         ap.error(f"--cluster {args.cluster}: give the Dask scheduler's address, e.g. tcp://host:8786 (not the "
                  "dashboard's http:// address)")
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        ap.error(f"--out {out}: cannot make a folder for the results there ({e.strerror or e})")
-    if not os.access(out, os.W_OK | os.X_OK):
-        ap.error(f"--out {out}: the folder is not writable")
+    options = dict(assignment=args.assignment, retrain=args.retrain, seed=args.seed, runs_dirs=args.runs_dir,
+                   timeout=args.timeout, memory_bytes=int(args.memory_gb * 2**30), threads=args.threads,
+                   require_sandbox=args.final and not args.allow_unisolated)   # on every Dask worker too
+    on_dask = bool(args.workers or args.cluster)
+    if on_dask and (len(args.paths) != 1 or not Path(args.paths[0]).is_dir()):
+        ap.error("--workers/--cluster grade one folder of submissions")
+    notebooks = [] if on_dask else find_notebooks(args.paths)
+    if not on_dask and not notebooks:
+        print(f"error: no notebooks found in {', '.join(args.paths)}", file=sys.stderr)
+        return 2
     if args.retrain and not args.cluster:   # once, not per notebook (a remote cluster's workers have their own)
         from course_utils.data import MNISTUnavailable
 
@@ -568,18 +571,16 @@ def main(argv=None) -> int:
         except MNISTUnavailable as e:
             print(f"error: retrain mode trains on the MNIST training files, which are not here: {e}", file=sys.stderr)
             return 2
-    options = dict(assignment=args.assignment, retrain=args.retrain, seed=args.seed, runs_dirs=args.runs_dir,
-                   timeout=args.timeout, memory_bytes=int(args.memory_gb * 2**30), threads=args.threads,
-                   require_sandbox=args.final and not args.allow_unisolated)   # on every Dask worker too
-    if args.workers or args.cluster:
-        if len(args.paths) != 1 or not Path(args.paths[0]).is_dir():
-            ap.error("--workers/--cluster grade one folder of submissions")
-        return classgrade.grade_class(Path(args.paths[0]), Path(args.out), options, workers=args.workers,
+    out = Path(args.out)   # made only now: a usage error writes nothing
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        ap.error(f"--out {out}: cannot make a folder for the results there ({e.strerror or e})")
+    if not os.access(out, os.W_OK | os.X_OK):
+        ap.error(f"--out {out}: the folder is not writable")
+    if on_dask:
+        return classgrade.grade_class(Path(args.paths[0]), out, options, workers=args.workers,
                                       cluster=args.cluster, force=args.force)
-    notebooks = find_notebooks(args.paths)
-    if not notebooks:
-        print(f"error: no notebooks found in {', '.join(args.paths)}", file=sys.stderr)
-        return 2
     base = Path(args.paths[0]) if len(args.paths) == 1 and Path(args.paths[0]).is_dir() else None
     if base is not None:   # a folder: grade it as a class (one row per submission), in this process
         subs = {s.notebook: s for s in classgrade.discover(base)}

@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     except ValueError as e:   # a value of the right type that TrainConfig refuses (lr=0, optimizer=foo)
         ap.error(f"--set: {e}")
     if args.only:
-        wanted = [w.strip() for w in args.only.split(",")]
+        wanted = [w.strip() for w in args.only.split(",") if w.strip()]
         unknown = [w for w in wanted if w not in configs]
         if unknown:
             ap.error(f"--only: no configuration named {', '.join(map(repr, unknown))}; "

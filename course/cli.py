@@ -130,7 +130,7 @@ def cmd_info(args) -> int:
         print(f"error: building {args.model}'s model raised {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     try:
-        text = describe(model) + "\n\n" + parameter_table(model)
+        text = describe(model) + "\n\n" + str(parameter_table(model))   # torchinfo returns its statistics object
     except Exception as e:  # noqa: BLE001 - its forward() fails on a 28x28 image: one line, not a traceback
         print(f"error: {args.model}'s model failed on a (1, 1, 28, 28) input: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -77,6 +77,11 @@ def execute(path: str | os.PathLike, workdir: str | os.PathLike, *, env: dict | 
     return Executed(nb, errors, time.perf_counter() - t)
 
 
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}" + (f": {lines[0][:300]}" if lines else "")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m instructor.notebooks",
                                  description="Execute notebooks headless at full length (a temporary copy of each; "
@@ -89,12 +94,18 @@ def main(argv=None) -> int:
     failed = 0
     for p in paths:
         print(f"executing {p} ...", flush=True)
+        try:
+            nbformat.read(p, as_version=4)
+        except Exception as e:  # noqa: BLE001 - not a notebook nbformat can read: say so, go on with the next
+            print(f"  FAILED: cannot read it as a notebook: {_first_line(e)}")
+            failed += 1
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             shutil.copy(p, tmp)
             try:
                 res = execute(Path(tmp) / Path(p).name, tmp)
-            except Exception as e:  # noqa: BLE001 - not a notebook nbformat can read: say so, go on with the next
-                print(f"  FAILED: cannot read it as a notebook: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+            except Exception as e:  # noqa: BLE001 - the kernel died, timed out or would not start
+                print(f"  FAILED: the kernel stopped: {_first_line(e)}")
                 failed += 1
                 continue
         for e in res.errors:

@@ -269,26 +269,39 @@ workflow (`GRADER_REPO`/`GRADER_REF`) fetches this repository at a pinned commit
 """
 
 
-def _replace(out: Path, root: Path) -> Path:
-    """``out`` as a new empty folder. An existing one is removed only if it is an earlier build (it has the
-    ``grader.sha256`` a build writes) and not a git working tree (a clone of the pushed template keeps its
-    history): any other folder, or one holding the course repository, is refused, and nothing is deleted."""
-    out = Path(out).resolve()
-    root = Path(root).resolve()
+MARK = "grader.sha256"   # every build writes it, first as a placeholder: what makes a folder replaceable
+
+
+def _refusal(out: Path, root: Path = ROOT) -> str | None:
+    """Why ``out`` must not be (re)built into, or None. Only an earlier build (it has ``grader.sha256``, written
+    first, so an interrupted build counts) that is not a git working tree is ever removed: a clone of the
+    pushed template keeps its history, other folders and the course repository are left alone."""
+    out, root = Path(out).resolve(), Path(root).resolve()
     if out == root or out in root.parents:
-        raise RuntimeError(f"{out}: refusing to build there: it is (or holds) the course repository; "
-                           "give a folder of its own, e.g. build/student-template")
+        return (f"{out}: refusing to build there: it is (or holds) the course repository; give a folder of its "
+                "own, e.g. build/student-template")
     if out.exists() and not out.is_dir():
-        raise RuntimeError(f"{out} is a file; give a folder")
+        return f"{out} is a file; give a folder"
     if out.is_dir() and any(out.iterdir()):
         if (out / ".git").exists():
-            raise RuntimeError(f"{out} is a git working tree; refusing to replace it (its history would be lost). "
-                               "Build into an empty folder, then copy the files over your clone.")
-        if not (out / "grader.sha256").is_file():
-            raise RuntimeError(f"{out} is not empty and is not an earlier build (no grader.sha256); refusing to "
-                               "replace it. Give a new or empty folder.")
+            return (f"{out} is a git working tree; refusing to replace it (its history would be lost). Build into "
+                    "an empty folder, then copy the files over your clone.")
+        if not (out / MARK).is_file():
+            return f"{out} is not empty and is not an earlier build (no {MARK}); refusing to replace it. Give a " \
+                   "new or empty folder."
+    return None
+
+
+def _replace(out: Path, root: Path) -> Path:
+    """``out`` as a new empty folder holding only the build's placeholder mark (see :func:`_refusal`)."""
+    why = _refusal(out, root)
+    if why:
+        raise RuntimeError(why)
+    out = Path(out).resolve()
+    if out.is_dir():
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True)
+    (out / MARK).write_text("an unfinished build: run make student-release again\n")
     return out
 
 
@@ -310,7 +323,7 @@ def build_grader(out: Path, root: Path = ROOT) -> Path:
     (out / "pyproject.toml").write_text(text)
     (out / "README.md").write_text(GRADER_README.format(version=version))
     (out / "VERSION").write_text(version + "\n")
-    (out / "grader.sha256").write_text(manifest(out))
+    (out / MARK).write_text(manifest(out))
     problems = leaks(out, root)
     if problems:
         raise RuntimeError("the grader artifact would leak instructor material:\n" + "\n".join(problems))
@@ -343,7 +356,7 @@ def build(out: Path, root: Path = ROOT, grader_repo: str = "", grader_ref: str =
     (out / ".github" / "workflows").mkdir(parents=True)
     (out / ".github" / "workflows" / WORKFLOW_NAME).write_text(WORKFLOW.format(grader_repo=grader_repo,
                                                                               grader_ref=grader_ref))
-    (out / "grader.sha256").write_text(manifest(out))
+    (out / MARK).write_text(manifest(out))
     problems = leaks(out, root)
     if problems:
         raise RuntimeError("the student template would leak instructor material:\n" + "\n".join(problems))
@@ -394,10 +407,14 @@ def main(argv=None) -> int:
     if out == grader_out or out in grader_out.parents or grader_out in out.parents:
         print("error: --out and --grader-out must be two separate folders (neither inside the other)", file=sys.stderr)
         return 2
+    why = _refusal(grader_out) or _refusal(out)   # both checked before either is touched
+    if why:
+        print(f"error: {why}", file=sys.stderr)
+        return 1
     try:
-        grader = build_grader(Path(args.grader_out))
-        out = build(Path(args.out), grader_repo=args.grader_repo, grader_ref=args.grader_ref)
-    except RuntimeError as e:
+        grader = build_grader(grader_out)
+        out = build(out, grader_repo=args.grader_repo, grader_ref=args.grader_ref)
+    except (RuntimeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     files = sum(1 for p in out.rglob("*") if p.is_file())

@@ -469,7 +469,7 @@ def test_cli_refuses_a_bad_out_folder_a_dashboard_address_and_retrain_without_da
 
     (tmp_path / "empty").mkdir()
     assert grade_mod.main([str(tmp_path / "empty"), "--out", str(tmp_path / "g")]) == 2   # like `course check`
-    assert "no notebooks found" in capsys.readouterr().err
+    assert "no notebooks found" in capsys.readouterr().err and not (tmp_path / "g").exists()   # nothing written
 
     def no_data():
         raise MNISTUnavailable("Could not make MNIST available.")
@@ -478,6 +478,7 @@ def test_cli_refuses_a_bad_out_folder_a_dashboard_address_and_retrain_without_da
     monkeypatch.setattr(grade_mod, "grade", lambda *a, **k: pytest.fail("graded without training files"))
     assert grade_mod.main([str(nb), "--retrain", "--out", str(tmp_path / "g")]) == 2
     assert "retrain mode trains on the MNIST training files" in capsys.readouterr().err
+    assert not (tmp_path / "g").exists()
 
 
 def test_a_failed_check_shows_its_message_alone_in_jupyter_and_the_traceback_on_request(monkeypatch):

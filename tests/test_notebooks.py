@@ -138,3 +138,11 @@ def test_notebook_runner_has_help_and_names_a_missing_notebook(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["solutions/session2/9_nope.ipynb"])
     assert exit_.value.code == 2 and "no such notebook: solutions/session2/9_nope.ipynb" in capsys.readouterr().err
+
+
+def test_notebook_runner_names_an_unreadable_notebook_and_goes_on(tmp_path, capsys):
+    from instructor.notebooks import main
+
+    (tmp_path / "broken.ipynb").write_text("{not json")
+    assert main([str(tmp_path / "broken.ipynb")]) == 1
+    assert "FAILED: cannot read it as a notebook: " in capsys.readouterr().out

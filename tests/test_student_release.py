@@ -323,6 +323,13 @@ def test_a_rebuild_replaces_only_an_earlier_build_and_never_a_clone_or_the_repos
     assert "two separate folders" in capsys.readouterr().err
     assert student_release.main(["--out", str(clone), "--grader-out", str(tmp_path / "g2")]) == 1
     assert "git working tree" in capsys.readouterr().err and (clone / ".git").is_dir()
+    assert not (tmp_path / "g2").exists()   # refused before anything was built
+
+    partial = tmp_path / "partial"   # a build interrupted after its first copies: replaceable
+    partial.mkdir()
+    (partial / "grader.sha256").write_text("an unfinished build: run make student-release again\n")
+    (partial / "autograder").mkdir()
+    assert (student_release.build(partial) / "sessions").is_dir()
 
 
 @pytest.mark.parametrize("content", [None, "not json", '"a string"', '[1, "x"]'])
