@@ -54,14 +54,16 @@ run: data
 	@$(PY) -m course train session2
 
 # The fast tests run in TEST_WORKERS processes (pytest-xdist, one file per process: most of their time is
-# starting single-threaded grading workers); the slow ones one at a time, since they share the solution
-# notebooks' training runs and train on every core themselves.
+# starting single-threaded grading workers), each at one torch thread (two processes at two threads each
+# oversubscribe two cores: RESULTS.md, fifth stop); the slow ones one at a time, since they share the
+# solution notebooks' training runs and train on every core themselves.
 TEST_WORKERS ?= 2
+FAST := COURSE_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 test: data
-	@$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile && $(PY) -m pytest -m slow
+	@$(FAST) && $(PY) -m pytest -m slow
 
 test-fast: data
-	@$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile
+	@$(FAST)
 
 bench: data
 	@$(PY) -m benchmarks.time_to_target
