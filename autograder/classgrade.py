@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CSV_NAME = "class.csv"
 HISTOGRAM_NAME = "totals.png"
-CONNECT_TIMEOUT = "20s"     # how long to wait for a --cluster scheduler
+CONNECT_TIMEOUT = "20s"     # how long to wait for a --cluster scheduler ($COURSE_CONNECT_TIMEOUT, e.g. "5s", overrides)
 WORKER_WAIT = 600           # seconds to wait for a first worker of a --cluster that has none
 
 
@@ -233,7 +233,7 @@ def _client(workers: int | None, cluster: str | None, threads: int):
     from distributed import Client, LocalCluster
 
     if cluster:
-        return Client(cluster, timeout=CONNECT_TIMEOUT), None
+        return Client(cluster, timeout=os.environ.get("COURSE_CONNECT_TIMEOUT") or CONNECT_TIMEOUT), None
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "COURSE_THREADS"):   # inherited by the worker processes
         os.environ[var] = str(threads)
     local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",

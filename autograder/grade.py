@@ -6,7 +6,9 @@ For each notebook the grader
    (:mod:`autograder.assignments`);
 2. copies the notebook into a private scratch folder and starts a worker process on it
    (:mod:`autograder.worker`), inside the bubblewrap sandbox where it works (:mod:`autograder.sandbox`),
-   with memory, process and wall-time limits. Only the worker runs the student's cells, and only those
+   with memory, process and wall-time limits (in checkpoint mode the worker is forked, already sandboxed
+   and with torch imported, by a zygote: :mod:`autograder.zygote`; it starts in milliseconds instead of
+   seconds). Only the worker runs the student's cells, and only those
    tagged setup/definitions/config. It produces *data*: the model's exported graph, Ghost Batch Norm and
    penalty outputs on the judge's inputs, the training configs, and in retrain mode the weights of the
    last epochs. If it crashes, exits, runs out of memory or time, the items it was producing fail with
@@ -39,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import classgrade, sandbox
+from . import classgrade, sandbox, zygote
 from .assignments import Assignment, identify
 from .classgrade import write_atomic
 from course_utils.policy import GRADER_SEED, RETRAIN_THREADS
@@ -203,15 +205,19 @@ def _worker_env(scratch: Path, retrain: bool = False) -> dict:
 
 def _run_worker(argv: list[str], scratch: Path, timeout: float, log, echo: bool,
                 sandboxed: bool = True, retrain: bool = False, tag: str = "",
-                running: set | None = None) -> tuple[int | None, str]:
+                running: set | None = None, warm=None) -> tuple[int | None, str]:
     """Run one worker; returns (exit status or None if killed for time, why it stopped). ``running`` holds
-    the process while it runs (so another thread can end it)."""
+    the process while it runs (so another thread can end it). ``warm``: a function that forks it from the
+    zygote instead (:mod:`autograder.zygote`)."""
     env = _worker_env(scratch, retrain)
     if not sandboxed:
         env[sandbox.PARENT_ENV] = str(os.getpid())
-    proc = subprocess.Popen(argv, cwd=scratch, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE if echo else log, stderr=subprocess.STDOUT,
-                            start_new_session=True)   # the worker dies with this process (see sandbox.py)
+    if warm is not None:
+        proc = warm()          # raises zygote.Gone if the zygote cannot fork it
+    else:
+        proc = subprocess.Popen(argv, cwd=scratch, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE if echo else log, stderr=subprocess.STDOUT,
+                                start_new_session=True)   # the worker dies with this process (see sandbox.py)
     if running is not None:
         running.add(proc)
     try:
@@ -233,9 +239,12 @@ def _run_worker(argv: list[str], scratch: Path, timeout: float, log, echo: bool,
             running.discard(proc)
 
 
-def _kill(proc: subprocess.Popen) -> None:
-    """End a worker and everything it started (its own session), and reap it."""
-    if proc.poll() is None:
+def _kill(proc) -> None:
+    """End a worker and everything it started (its own session, or its PID namespace), and reap it."""
+    if isinstance(proc, zygote.WarmWorker):
+        proc.kill()
+        proc.wait()
+    elif proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -347,6 +356,18 @@ class _Job:
         for proc in list(self.running):
             _kill(proc)
 
+    def _zygote(self):
+        """The zygote that forks this job's workers (checkpoint mode in the sandbox), or None: a process each."""
+        if self.retrain or self.echo or sandbox.isolation() != sandbox.SANDBOX or self.outputs != self.scratch / "out":
+            return None
+        return zygote.get(self.scratch.parent, _worker_env(Path(zygote.W) / "out"))
+
+    def _warm(self, warm, req_path: Path, log):
+        if warm is None:
+            return None
+        return lambda: warm.spawn(self.scratch, [f"{zygote.W}/in/{req_path.name}"], _worker_env(Path(zygote.W) / "out"),
+                                  f"{zygote.W}/out", log)
+
     def run(self, items: list[str], events_name: str, log_name: str, tag: str = "") -> tuple[dict, str | None]:
         """Workers, one after another, until each of ``items`` is produced or failed (a worker that dies
         fails the item it was on, and a fresh one carries on with the rest)."""
@@ -366,7 +387,10 @@ class _Job:
                     for i in remaining:
                         status[i] = timed_out
                     break
-                request = dict(notebook=str(self.copy), assignment=spec.id, items=remaining, outputs=str(outputs),
+                warm = self._zygote()
+                at = Path(zygote.W) if warm else self.scratch   # where the worker sees this grade's scratch folder
+                request = dict(notebook=str(at / "in" / self.copy.name), assignment=spec.id, items=remaining,
+                               outputs=str(at / "out"),
                                events=events_name, retrain=self.retrain, seed=self.seed, runs=spec.runs,
                                labels=list(spec.labels), epoch_limit=spec.policy.epoch_limit,
                                keep_epochs=spec.policy.consistent_epochs, train_files=self.train,
@@ -379,8 +403,13 @@ class _Job:
                 argv, self.level = sandbox.command([sys.executable, "-m", "autograder.worker", str(req_path)],
                                                    outputs, extra_ro)
                 seen = len(_read_events(events_path))
-                code, why = _run_worker(argv, outputs, left, log, self.echo, sandboxed=self.level == sandbox.SANDBOX,
-                                        retrain=self.retrain, tag=tag, running=self.running)
+                try:
+                    code, why = _run_worker(argv, outputs, left, log, self.echo, sandboxed=self.level == sandbox.SANDBOX,
+                                            retrain=self.retrain, tag=tag, running=self.running,
+                                            warm=self._warm(warm, req_path, log))
+                except zygote.Gone as e:   # the zygote died (killed from outside?): workers start one by one
+                    zygote.forget(warm, str(e))
+                    continue
                 if code is None:
                     why = timed_out
                 events = _read_events(events_path)[seen:]

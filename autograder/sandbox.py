@@ -9,6 +9,9 @@ files. The test set, the run records, other submissions, the repository and the 
 not there at all. Memory and process limits are set in the worker before it reads the notebook
 (:func:`limit_resources`); the wall-time limit is the grader's.
 
+:func:`zygote_command` is the same sandbox for :mod:`autograder.zygote`, which forks checkpoint-mode
+workers into namespaces of their own inside it.
+
 Where bubblewrap is missing (a student's laptop) grading still runs, as a *self-check*: the worker
 is then an ordinary child process. Every grade records which of the two it ran under
 (:func:`isolation`), and ``course grade --final`` refuses to run without the sandbox.
@@ -89,7 +92,8 @@ def _hidden(bound: list[Path]) -> list[Path]:
     return sorted({d / "instructor" for d in pkgs if (d / "instructor").is_dir()})
 
 
-def _bwrap(exe: str, work: Path, extra_ro: list[Path]) -> list[str]:
+def _base(exe: str) -> list[str]:
+    """Every sandbox's options: new namespaces, nobody, read-only Python and packages, instructor material hidden."""
     cmd = [exe, "--unshare-all", "--die-with-parent", "--new-session", "--uid", "65534", "--gid", "65534",
            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     bound = _ro_paths()
@@ -97,7 +101,11 @@ def _bwrap(exe: str, work: Path, extra_ro: list[Path]) -> list[str]:
         cmd += ["--ro-bind", str(p), str(p)]
     for p in _hidden(bound):
         cmd += ["--tmpfs", str(p)]
-    cmd += ["--bind", str(work), str(work)]
+    return cmd
+
+
+def _bwrap(exe: str, work: Path, extra_ro: list[Path]) -> list[str]:
+    cmd = _base(exe) + ["--bind", str(work), str(work)]
     for p in extra_ro:
         cmd += ["--ro-bind", str(p), str(p)]
     return cmd + ["--chdir", str(work)]
@@ -109,6 +117,15 @@ def command(argv: list[str], work: Path, extra_ro: list[Path] = ()) -> tuple[lis
     if _bwrap_problem():
         return argv, NONE
     return _bwrap(shutil.which("bwrap"), work, list(extra_ro)) + argv, SANDBOX
+
+
+def zygote_command(root: Path) -> list[str] | None:
+    """The command line of a zygote (:mod:`autograder.zygote`) for scratch folders in ``root``: the worker's
+    sandbox, with ``root`` at ``/z`` and mount points for a worker's own folder; None without the sandbox."""
+    if _bwrap_problem():
+        return None
+    return _base(shutil.which("bwrap")) + ["--bind", str(root), "/z", "--dir", "/w/in", "--dir", "/w/out",
+                                           "--dir", "/w/.stage", "--chdir", "/", sys.executable, "-m", "autograder.zygote"]
 
 
 def die_with_parent() -> None:

@@ -3,8 +3,10 @@
     python -m autograder.worker REQUEST.json
 
 :mod:`autograder.grade` starts it in a sandbox (:mod:`autograder.sandbox`) on a private scratch
-folder. It runs the notebook's setup/definitions/config cells, then produces each requested *item*
-into ``outputs/``: model graphs (:mod:`autograder.export`), Ghost Batch Norm and penalty outputs on
+folder, or, in checkpoint mode, has it forked in a sandbox of its own by a zygote that has already
+imported torch (:mod:`autograder.zygote`, which calls :func:`main` as this command line would).
+It runs the notebook's setup/definitions/config cells, then produces each requested *item* into
+``outputs/``: model graphs (:mod:`autograder.export`), Ghost Batch Norm and penalty outputs on
 the judge's inputs (:mod:`autograder.probes`), the training jobs the notebook declares, and in retrain
 mode the weights of its last epochs, trained on the training set (the test set is not in the
 sandbox). The grader's judge (:mod:`autograder.judge`), a process that never ran student code, turns

@@ -1,6 +1,8 @@
-"""Class grading throughput: submissions graded per minute in checkpoint mode, plain and on Dask with 1 and 2 workers.
+"""Class grading throughput: submissions graded per minute in checkpoint mode, plain (with and without the
+zygote that forks warm workers) and on Dask with 1 and 2 workers.
 
-    make bench-class          (or: python -m benchmarks.class_grading [--students 12] [--workers sequential 1 2])
+    make bench-class          (or: python -m benchmarks.class_grading [--students 12]
+                               [--workers no-zygote sequential 1 2])
 
 Builds a class in nbgrader's layout (``submitted/<student>/session2/4_bn_dropout.ipynb``): each student
 hands in the Session 2 solution notebook and, when this checkout has one, the reference run record
@@ -48,12 +50,18 @@ def build_class(folder: Path, students: int, record: Path | None) -> None:
             shutil.copytree(record, dest / "runs" / record.name)
 
 
+SEQUENTIAL = ("sequential", "no-zygote")
+LABELS = {"sequential": "sequential, no Dask (judge on all cores)",
+          "no-zygote": "sequential, a process per worker (COURSE_ZYGOTE=off)"}
+
+
 def run(folder: Path, out: Path, setting: str) -> dict:
-    args = ["--workers", setting] if setting != "sequential" else []
+    args = ["--workers", setting] if setting not in SEQUENTIAL else []
+    env = {**os.environ, "COURSE_ZYGOTE": "off"} if setting == "no-zygote" else None
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "course", "grade", str(folder), "--out", str(out), "--force", *args],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - t0
     with open(out / "class.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -66,13 +74,14 @@ def run(folder: Path, out: Path, setting: str) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--students", type=positive, default=12)
-    ap.add_argument("--workers", nargs="+", default=["sequential", "1", "2"],
-                    help="Dask worker counts to time; 'sequential' times plain course grade FOLDER (no Dask)")
+    ap.add_argument("--workers", nargs="+", default=["no-zygote", "sequential", "1", "2"],
+                    help="Dask worker counts to time; 'sequential' times plain course grade FOLDER (no Dask), "
+                         "'no-zygote' the same with every worker started as a process of its own")
     ap.add_argument("--out", type=out_file, default=str(ROOT / "benchmarks" / "results" / "class_grading.json"))
     args = ap.parse_args(argv)
-    bad = [w for w in args.workers if w != "sequential" and not (w.isdigit() and int(w) >= 1)]
+    bad = [w for w in args.workers if w not in SEQUENTIAL and not (w.isdigit() and int(w) >= 1)]
     if bad:
-        ap.error(f"--workers: {', '.join(bad)}: each must be 'sequential' or a worker count of at least 1")
+        ap.error(f"--workers: {', '.join(bad)}: each must be 'sequential', 'no-zygote' or a worker count of at least 1")
 
     record = reference_record()
     print(f"{args.students} submissions of {NOTEBOOK.relative_to(ROOT)}, "
@@ -85,7 +94,7 @@ def main(argv=None) -> int:
         for setting in args.workers:
             r = run(folder, Path(tmp) / f"grades-{setting}", setting)
             results.append(r)
-            label = "sequential, no Dask (judge on all cores)" if setting == "sequential" else f"Dask, {setting} worker(s)"
+            label = LABELS.get(setting, f"Dask, {setting} worker(s)")
             print(f"  {label:>40}: {r['graded']} graded in {r['seconds']:.1f} s = {r['per_minute']:.1f} "
                   f"per minute (load before {r['load_before']}; scores {', '.join(r['scores']) or '-'})", flush=True)
             if r["tail"]:

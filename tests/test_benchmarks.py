@@ -119,7 +119,7 @@ def test_seeds_only_names_the_unknown_label_and_the_real_ones(capsys):
     ("pipeline_speed", ["--epochs", "0"], "must be at least 1"),
     ("layer_cost", ["--steps", "-3"], "must be at least 1"),
     ("threads", ["--threads", "two"], "not a whole number"),
-    ("class_grading", ["--workers", "sequential", "0"], "'sequential' or a worker count"),
+    ("class_grading", ["--workers", "sequential", "0"], "'no-zygote' or a worker count"),
     ("time_to_target", ["--out", "."], "is a folder"),
 ])
 def test_benchmark_arguments_are_checked_before_anything_runs(module, argv, phrase, capsys):

@@ -207,7 +207,7 @@ def test_workers_or_cluster_need_one_folder_a_usage_error_otherwise(tmp_path):
 def test_an_unreachable_cluster_is_one_line_and_exit_status_2(tmp_path):
     write(completed(S2), tmp_path / "class" / "zoe", NAME2)
     proc = _course(tmp_path / "class", "--cluster", f"tcp://127.0.0.1:{_free_port()}", "--out", tmp_path / "g",
-                   timeout=300)
+                   timeout=300, env={**os.environ, "COURSE_CONNECT_TIMEOUT": "3s"})
     assert proc.returncode == 2, proc.stdout[-1000:] + proc.stderr[-1000:]
     assert "cannot reach the Dask scheduler" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-1000:]
 

@@ -295,6 +295,11 @@ SANDBOX_CASES = {
         "setup", "import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=5)", "raised"),
     "imports_the_reference_solution": (
         "setup", "from instructor.reference.session2 import Session2Net", "No module named 'instructor'"),
+    "unmounts_to_find_other_grades": (   # a warm worker's /z hides every grade's folder (autograder.zygote)
+        "setup", "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nfor d in ('/z', '/proc', '/tmp'):\n"
+                 "    libc.umount2(d.encode(), 2)\n"
+                 "raise RuntimeError('scratch folders seen: ' + repr(os.listdir('/z') if os.path.isdir('/z') else []))",
+        "scratch folders seen: []"),
     "kills_every_process_it_can_see": (
         "setup", "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError:\n    pass\n"
                  "os.killpg(0, signal.SIGKILL)", "the grading process"),
@@ -458,7 +463,7 @@ def _build_all(folder: Path, listener: _Listener) -> dict:
         out[name] = (write(nb, folder / name, NAME2), folder / name / "runs", {})
     for name, (cell, src, _) in LOAD_CASES.items():
         nb = edit(base, cell, None, src)
-        kwargs = {"timeout": 20} if name == "endless_loop_at_import" else {}
+        kwargs = {"timeout": 10} if name == "endless_loop_at_import" else {}
         out[name] = (write(nb, folder / name, NAME2), folder / name / "runs", kwargs)
     if SANDBOXED:
         for name, (cell, src, _) in SANDBOX_CASES.items():
@@ -604,7 +609,8 @@ def test_session3_cases(case, graded):
 @pytest.mark.parametrize("isolation", ["sandbox", "none"])
 def test_grader_killed_with_sigkill_leaves_no_worker_and_its_scratch_is_reaped(isolation, tmp_path):
     """`course grade` killed with SIGKILL: its worker dies with it (bwrap --die-with-parent in the
-    sandbox, PR_SET_PDEATHSIG without); the scratch folder it leaves is removed by the next grader."""
+    sandbox, PR_SET_PDEATHSIG without), and so do the zygote and the workers it forked; the scratch
+    folder it leaves is removed by the next grader."""
     if isolation == "sandbox" and not SANDBOXED:
         pytest.skip(f"no sandbox here ({sandbox.why_not_sandboxed()})")
     nb = edit(completed(S2), "setup", None, "import time\ntime.sleep(120)")
@@ -624,12 +630,17 @@ def test_grader_killed_with_sigkill_leaves_no_worker_and_its_scratch_is_reaped(i
                     cmd = (p / "cmdline").read_bytes().decode(errors="replace")
                 except OSError:
                     continue
-                if str(scratch_root) in cmd and "autograder.worker" in cmd:
-                    found.append(int(p.name))
+                if str(scratch_root) in cmd and ("autograder.worker" in cmd or "autograder.zygote" in cmd):
+                    found.append(cmd)
         return found
 
+    def student_code_runs():   # a worker process, or under a zygote (python -m autograder.zygote) its forked C1-C3
+        pythons = [c for c in workers() if not Path(c.split("\0")[0]).name.startswith("bwrap")]
+        requested = any(scratch_root.glob("*/in/request-*.json"))   # after the zygote's self-test
+        return requested and len(pythons) >= (4 if any("autograder.zygote" in c for c in pythons) else 1)
+
     deadline = time.monotonic() + 60
-    while not workers() and time.monotonic() < deadline:
+    while not student_code_runs() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert workers(), "the worker never started"
     leftover = [d for d in scratch_root.iterdir()]
@@ -695,7 +706,7 @@ def test_a_folder_of_ten_with_three_crashing_hanging_or_exhausting_memory_gives_
         write(nb, folder / s, NAME2)
     out = tmp_path / "grades"
     proc = subprocess.run([sys.executable, "-m", "course", "grade", str(folder), "--out", str(out),
-                           "--timeout", "20"], capture_output=True, text=True, timeout=900)
+                           "--timeout", "10"], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     results = {p.name.split("__")[0]: json.loads(p.read_text()) for p in out.glob("*.json")}
     assert sorted(results) == students, proc.stdout[-3000:]
@@ -726,3 +737,83 @@ def test_instructor_material_in_a_bound_package_folder_is_hidden_from_the_worker
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "somepackage.py" in proc.stdout and "reference" not in proc.stdout, proc.stdout
+
+
+def test_nothing_a_submission_starts_outlives_its_worker(tmp_path):
+    """A process the notebook starts in the background (here a long `sleep`) ends with its worker: the
+    worker's PID namespace ends with it, warm (forked by the zygote) or not."""
+    mark = f"{time.time_ns() % 10**6}.25"
+    daemon = ("import os\nif os.fork() == 0:\n    os.setsid()\n    os.execv('/bin/sleep', ['sleep', " + repr(mark) + "])")
+    path = write(edit(completed(S2), "net", "def conv_block(", daemon + "\n\n\ndef conv_block("), tmp_path / "sub", NAME2)
+
+    def sleepers():
+        found = []
+        for p in Path("/proc").iterdir():
+            try:
+                if p.name.isdigit() and (p / "cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", mark.encode()]:
+                    found.append(p.name)
+            except OSError:
+                pass
+        return found
+
+    with ThreadPoolExecutor(1) as pool:
+        graded = pool.submit(grade, path, runs_dirs=[tmp_path / "runs"])
+        seen = False
+        while not graded.done():
+            seen = seen or bool(sleepers())
+            time.sleep(0.01)
+        report = graded.result()
+    assert _verdicts(report)["output"][0], report.table()
+    assert seen, "the background process never ran (the test would prove nothing)"
+    deadline = time.monotonic() + 10
+    while sleepers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not sleepers(), "a process the submission started outlived its worker"
+
+
+@pytest.mark.skipif(not SANDBOXED, reason="needs bubblewrap")
+def test_without_a_zygote_each_worker_is_its_own_sandbox_and_grades_the_same(tmp_path, monkeypatch):
+    """Where a zygote cannot start (user namespaces restricted inside bubblewrap, say) the grader starts
+    each worker as its own bwrap process, as before, and says why in `zygote.why_not()`."""
+    from autograder import zygote
+
+    path = write(completed(S2), tmp_path / "sub", NAME2)
+    warm = grade(path, runs_dirs=[tmp_path / "runs"])
+    zygote.shutdown()
+    monkeypatch.setattr(sandbox, "zygote_command", lambda root: [sys.executable, "-c", "import sys; sys.exit(3)"])
+    monkeypatch.setattr(zygote, "_FAILED", {})
+    try:
+        cold = grade(path, runs_dirs=[tmp_path / "runs"])
+        assert "the zygote exited" in zygote.why_not()
+    finally:
+        zygote.shutdown()
+    assert cold.isolation == warm.isolation == sandbox.SANDBOX
+    assert [(c.id, c.passed, c.message) for c in cold.checks] == [(c.id, c.passed, c.message) for c in warm.checks]
+
+
+@pytest.mark.skipif(not SANDBOXED, reason="needs bubblewrap")
+def test_a_zygote_that_dies_mid_class_costs_speed_not_grades(tmp_path, monkeypatch):
+    """If the zygote cannot fork a worker (it was killed), that worker and every later one start on their own."""
+    from autograder import zygote
+
+    path = write(completed(S2), tmp_path / "sub", NAME2)
+    warm = grade(path, runs_dirs=[tmp_path / "runs"])
+
+    def gone(self, *a, **k):
+        raise zygote.Gone("the zygote is gone: killed for this test")
+
+    monkeypatch.setattr(zygote.Zygote, "spawn", gone)
+    monkeypatch.setattr(zygote, "_FAILED", {})
+    try:
+        cold = grade(path, runs_dirs=[tmp_path / "runs"])
+        assert zygote.why_not() == "the zygote is gone: killed for this test"
+    finally:
+        zygote.shutdown()
+    assert [(c.id, c.passed, c.message) for c in cold.checks] == [(c.id, c.passed, c.message) for c in warm.checks]
+
+
+def test_course_zygote_off_starts_every_worker_on_its_own(tmp_path, monkeypatch):
+    from autograder import zygote
+
+    monkeypatch.setenv(zygote.ENV, "off")
+    assert zygote.get(tmp_path, {}) is None and zygote.why_not() == "turned off by COURSE_ZYGOTE=off"
