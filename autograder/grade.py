@@ -243,7 +243,10 @@ def _kill(proc) -> None:
     """End a worker and everything it started (its own session, or its PID namespace), and reap it."""
     if isinstance(proc, zygote.WarmWorker):
         proc.kill()
-        proc.wait()
+        try:
+            proc.wait()
+        except zygote.Gone:    # the zygote took it down with it: nothing left to end
+            pass
     elif proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGKILL)

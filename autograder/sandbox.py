@@ -124,8 +124,11 @@ def zygote_command(root: Path) -> list[str] | None:
     sandbox, with ``root`` at ``/z`` and mount points for a worker's own folder; None without the sandbox."""
     if _bwrap_problem():
         return None
+    # the root read-only: its folders (mount points, /w) would otherwise be one writable place for all the
+    # zygote's workers; -P: no current folder on sys.path
     return _base(shutil.which("bwrap")) + ["--bind", str(root), "/z", "--dir", "/w/in", "--dir", "/w/out",
-                                           "--dir", "/w/.stage", "--chdir", "/", sys.executable, "-m", "autograder.zygote"]
+                                           "--dir", "/w/.stage", "--remount-ro", "/", "--chdir", "/",
+                                           sys.executable, "-P", "-m", "autograder.zygote"]
 
 
 def die_with_parent() -> None:

@@ -82,12 +82,11 @@ def _mount(src: str | None, target: str, fstype: str | None, flags: int, data: s
 
 
 def _drop_capabilities() -> None:
-    """No capabilities left in any set, and none to gain back through exec (``no_new_privs``)."""
-    import platform
-
-    nr = SYS_CAPSET.get(platform.machine())
+    """No capabilities left in any set, and none to gain back through exec (``no_new_privs``). First thing in
+    the worker, before anything could be imported from a path it controls."""
+    nr = SYS_CAPSET.get(os.uname().machine)
     if nr is None:
-        raise OSError(f"capset: unknown architecture {platform.machine()}")
+        raise OSError(f"capset: unknown architecture {os.uname().machine}")
     header = (ctypes.c_uint32 * 2)(0x20080522, 0)     # _LINUX_CAPABILITY_VERSION_3, this process
     data = (ctypes.c_uint32 * 6)()                      # effective, permitted, inheritable: all zero
     _check(_libc().syscall(nr, header, data), "capset")
@@ -112,6 +111,9 @@ def _enter_namespaces(name: str) -> None:
     _fresh_tmp()
     if Path("/dev/shm").is_dir():
         _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    if Path("/dev/pts").is_dir():   # bwrap's devpts is one for all the zygote's workers
+        _mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
+    _read_only("/dev")              # bwrap's /dev tmpfs too (the root is read-only already: zygote_command)
     # The zygote's /proc lists its other workers. A fresh procfs cannot be mounted in a nested namespace under
     # bubblewrap's (the kernel refuses, since bwrap covers parts of its own /proc), so a warm worker has none.
     _mount("tmpfs", "/proc", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0555")
@@ -125,6 +127,12 @@ def _mount_points_under(top: str) -> list[str]:
     points = [unescape(line.split()[4]) for line in Path("/proc/self/mountinfo").read_text().splitlines()]
     inside = [p for p in dict.fromkeys(points) if p.startswith(top + "/")]
     return [p for p in inside if not any(q != p and p.startswith(q + "/") for q in inside)]
+
+
+def _read_only(path: str) -> None:
+    """Remount the mount at ``path`` read-only, keeping its other flags (a locked flag may not be dropped)."""
+    flags = os.statvfs(path).f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC)   # ST_* bits equal MS_* bits here
+    _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags)
 
 
 def _fresh_tmp() -> None:
@@ -145,6 +153,13 @@ def _fresh_tmp() -> None:
     _mount("tmpfs", STAGE, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0555")
 
 
+def _max_fds() -> int:
+    try:
+        return max(1024, min(os.sysconf("SC_OPEN_MAX"), 1 << 20))
+    except (ValueError, OSError):
+        return 1 << 16
+
+
 def _exit_status(status: int) -> int:
     """A ``waitpid`` status as ``subprocess`` reports it: the exit code, or minus the signal."""
     return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
@@ -160,7 +175,7 @@ def _worker(request: dict, log_fd: int) -> None:
         os.dup2(null, 0)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
-        os.closerange(3, 4096)   # nothing of the zygote's (its socket, other requests' files) stays open
+        os.closerange(3, _max_fds())   # nothing of the zygote's (its socket, other requests' files) stays open
         os.environ.clear()
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
@@ -190,6 +205,8 @@ def _init(request: dict, log_fd: int, status_w: int) -> None:
     code = 1
     try:
         _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)   # as PID 1 of its namespace, ignored when sent from inside it
         pid = os.fork()
         if pid == 0:
             os.close(status_w)
@@ -316,6 +333,12 @@ def self_test_worker() -> int:
         pass
     if not (Path(__file__).is_file() and Path(sys.prefix).is_dir()):
         problems.append(f"the grader's files are not there ({__file__}, {sys.prefix})")
+    for shared in ("/", W, "/dev", "/dev/pts", str(Path(__file__).parent)):
+        try:
+            Path(shared, ".zygote-probe").write_text("x")
+            problems.append(f"{shared} is writable (and the zygote's other workers would see it)")
+        except OSError:
+            pass
     if Path(PROBE).exists():
         problems.append("/tmp is the zygote's, not a fresh one")
     Path("/tmp/x").write_text("x")       # and writable
@@ -330,7 +353,7 @@ def self_test_worker() -> int:
     if {name for _, name in socket.if_nameindex()} - {"lo"}:
         problems.append(f"network interfaces: {socket.if_nameindex()}")
     open_fds = []
-    for fd in range(3, 1024):
+    for fd in range(3, _max_fds()):
         try:
             os.fstat(fd)
             open_fds.append(fd)
@@ -362,9 +385,19 @@ def serve(fd: int, selftest: str) -> int:
             return 0
         if not msg:
             return 0
-        request = json.loads(msg)
-        log_fd, reply_fd = fds
-        pid = os.fork()
+        try:
+            request = json.loads(msg)
+            log_fd, reply_fd = fds
+            pid = os.fork()
+        except (ValueError, OSError) as e:   # one bad request (or no process left) fails that request only
+            for f in fds:
+                try:
+                    if f == fds[-1]:
+                        os.write(f, json.dumps({"error": f"{type(e).__name__}: {e}"}).encode())
+                except OSError:
+                    pass
+                os.close(f)
+            continue
         if pid == 0:
             control.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -379,7 +412,7 @@ class Gone(OSError):
 
 
 class WarmWorker:
-    """A worker forked by the zygote, with what the grader uses of a ``subprocess.Popen``."""
+    """A worker forked by the zygote, with what the grader uses of a ``subprocess.Popen``: ``wait``, ``kill``."""
 
     def __init__(self, sock: socket.socket, argv: list[str]):
         self.sock, self.args, self.returncode = sock, argv, None
@@ -391,9 +424,8 @@ class WarmWorker:
         try:
             while self.returncode is None:
                 msg = self.sock.recv(MAX_MSG)
-                if not msg:       # the zygote (or C1) died: treat as killed
-                    self.returncode = -signal.SIGKILL
-                    break
+                if not msg:       # C1 ended without a word: only the zygote's end takes it down
+                    raise Gone("the zygote died while the worker ran")
                 reply = json.loads(msg)
                 if "status" in reply:
                     self.returncode = int(reply["status"])
@@ -401,17 +433,12 @@ class WarmWorker:
                     self.returncode = 1
         except socket.timeout:
             raise subprocess.TimeoutExpired(self.args, timeout) from None
-        finally:
-            if self.returncode is not None:
-                self.sock.close()
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            try:
-                self._read(0)
-            except subprocess.TimeoutExpired:
-                pass
-        return self.returncode
+        except (OSError, ValueError) as e:
+            self.returncode = -signal.SIGKILL
+            self.sock.close()
+            raise e if isinstance(e, Gone) else Gone(f"lost the zygote's worker: {e}") from None
+        if self.returncode is not None:
+            self.sock.close()
 
     def wait(self, timeout: float | None = None) -> int:
         self._read(timeout)
@@ -431,8 +458,9 @@ class Zygote:
     def __init__(self, proc: subprocess.Popen, control: socket.socket, root: Path, key, errors):
         self.proc, self.control, self.root, self.key, self.errors = proc, control, root, key, errors
         self.lock = threading.Lock()
+        self.closed = threading.Event()
 
-    def _stderr(self) -> str:
+    def stderr_tail(self) -> str:
         """The last line the zygote wrote to its stderr (why it died, if it did)."""
         try:
             self.errors.seek(0)
@@ -510,7 +538,7 @@ class Zygote:
         except OSError as e:
             ours.close()
             raise Gone(f"the zygote did not fork a worker: {e}") from None
-        reply = json.loads(msg) if msg else {"error": f"the zygote closed the request ({self._stderr()})"}
+        reply = json.loads(msg) if msg else {"error": f"the zygote closed the request ({self.stderr_tail()})"}
         if not reply.get("started"):
             ours.close()
             raise Gone(f"the zygote could not start a worker: {reply.get('error')}")
@@ -523,6 +551,7 @@ class Zygote:
         finally:
             _end(self.proc)
             self.errors.close()
+            self.closed.set()
 
 
 def _end(proc: subprocess.Popen) -> None:
@@ -534,44 +563,52 @@ def _end(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-_ZYGOTE: Zygote | None = None
-_FAILED: dict = {}           # key -> why its zygote could not start or died: not tried again in this process
+_ZYGOTES: dict = {}          # key (root, environment) -> its zygote
+_FAILED: dict = {}           # key -> why its zygote could not start, died or failed to fork: not tried again here
 _LAST: str | None = None
 _LOCK = threading.Lock()
 
 
 def get(root: Path, env: dict) -> Zygote | None:
     """This process's zygote for scratch folders in ``root`` and workers with environment ``env`` (started
-    on first use; a different root or environment replaces it). None, and the plain path, where it cannot
-    work (:func:`why_not`)."""
-    global _ZYGOTE, _LAST
+    on first use). None, and a process per worker, where it cannot work, or once it died (:func:`why_not`)."""
+    global _LAST
     key = (str(root), tuple(sorted(env.items())))
     if os.environ.get(ENV, "").lower() in ("off", "0", "no"):
         _LAST = f"turned off by {ENV}={os.environ[ENV]}"
         return None
     with _LOCK:
-        if _ZYGOTE is not None and (_ZYGOTE.key != key or not _ZYGOTE.alive()):
-            _ZYGOTE.close()
-            _ZYGOTE = None
-        if _ZYGOTE is None and key not in _FAILED:
-            _ZYGOTE, why = _start_in_keeper_thread(root, env, key)
-            if _ZYGOTE is None:
+        zygote = _ZYGOTES.get(key)
+        if zygote is not None and not zygote.alive():
+            del _ZYGOTES[key]
+            _FAILED[key] = f"the zygote ended (exit status {zygote.proc.returncode}) {zygote.stderr_tail()}".strip()
+            zygote = None
+        if zygote is None and key not in _FAILED:
+            zygote, why = _start_in_keeper_thread(root, env, key)
+            if zygote is None:
                 _FAILED[key] = why
-        _LAST = None if _ZYGOTE is not None else _FAILED.get(key)
-        return _ZYGOTE
+            else:
+                _ZYGOTES[key] = zygote
+        _LAST = None if zygote is not None else _FAILED.get(key)
+        return zygote
 
 
 def _start_in_keeper_thread(root: Path, env: dict, key) -> tuple[Zygote | None, str | None]:
-    """Start a zygote from a thread that lives as long as this process: bwrap's --die-with-parent (like
+    """Start a zygote from a thread that lives as long as the zygote: bwrap's --die-with-parent (like
     PR_SET_PDEATHSIG) ends the sandbox when the *thread* that started it ends, and a grade may run in a
-    pool thread that ends after it."""
-    got: list = []
+    pool thread that ends before the next grade."""
+    got: list = [None, "the zygote's start raised"]
     started = threading.Event()
 
     def keeper():
-        got.extend(Zygote.start(root, env, key))
-        started.set()
-        threading.Event().wait()    # forever (a daemon thread: it ends with the process)
+        try:
+            got[:] = Zygote.start(root, env, key)
+        except BaseException as e:  # noqa: BLE001 - a grader without a zygote still grades
+            got[:] = [None, f"the zygote did not start: {type(e).__name__}: {e}"]
+        finally:
+            started.set()
+        if got[0] is not None:
+            got[0].closed.wait()    # until close(); a daemon thread, so it never holds the process up
 
     threading.Thread(target=keeper, name="zygote-keeper", daemon=True).start()
     started.wait()
@@ -579,13 +616,13 @@ def _start_in_keeper_thread(root: Path, env: dict, key) -> tuple[Zygote | None, 
 
 
 def forget(zygote: Zygote, why: str) -> None:
-    """Stop using ``zygote`` (it failed to fork a worker) and start no other for its root and environment."""
-    global _ZYGOTE, _LAST
+    """Stop using ``zygote`` (it failed to fork a worker) and start no other for its root and environment.
+    It is not ended here: workers of other grades may still be running in it (it ends with this process)."""
+    global _LAST
     with _LOCK:
         _FAILED[zygote.key] = _LAST = why
-        if _ZYGOTE is zygote:
-            _ZYGOTE = None
-    zygote.close()
+        if _ZYGOTES.get(zygote.key) is zygote:
+            del _ZYGOTES[zygote.key]
 
 
 def why_not() -> str | None:
@@ -594,11 +631,11 @@ def why_not() -> str | None:
 
 
 def shutdown() -> None:
-    global _ZYGOTE
+    """End every zygote of this process (and the workers running in them)."""
     with _LOCK:
-        if _ZYGOTE is not None:
-            _ZYGOTE.close()
-            _ZYGOTE = None
+        for zygote in _ZYGOTES.values():
+            zygote.close()
+        _ZYGOTES.clear()
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,7 @@ zygote that forks warm workers) and on Dask with 1 and 2 workers.
 
 Builds a class in nbgrader's layout (``submitted/<student>/session2/4_bn_dropout.ipynb``): each student
 hands in the Session 2 solution notebook and, when this checkout has one, the reference run record
-(``runs/``, the newest complete ``s2-4-bn-dropout`` record), so the judge evaluates a real checkpoint
+(``runs/``, the newest complete record of the notebook's own config, seed included), so the judge evaluates a real checkpoint
 on the test set, as in a real class. Then grades the whole folder with ``course grade FOLDER --force``
 once per setting (``--workers N`` on Dask, or ``sequential``: plain ``course grade FOLDER``, one notebook
 after another in one process), in a fresh process each, and prints wall time (start-up included) and submissions per
@@ -37,7 +37,7 @@ def reference_record() -> Path | None:
     from course_utils.records import select
     from instructor.reference.session2 import SESSION2_CONFIG
 
-    found = select(SESSION2_CONFIG, ROOT / "runs", any_seed=True)
+    found = select(SESSION2_CONFIG, ROOT / "runs")   # the notebook's own config, seed included: the one it grades
     return found[-1].path if found else None
 
 

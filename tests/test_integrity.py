@@ -296,7 +296,9 @@ SANDBOX_CASES = {
     "imports_the_reference_solution": (
         "setup", "from instructor.reference.session2 import Session2Net", "No module named 'instructor'"),
     "unmounts_to_find_other_grades": (   # a warm worker's /z hides every grade's folder (autograder.zygote)
-        "setup", "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nfor d in ('/z', '/proc', '/tmp'):\n"
+        "setup", "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                 "libc.unshare(0x10000000 | 0x00020000)  # a user and mount namespace of its own: capabilities there\n"
+                 "for d in ('/z', '/proc', '/tmp', '/w/.stage', '/w/in'):\n"
                  "    libc.umount2(d.encode(), 2)\n"
                  "raise RuntimeError('scratch folders seen: ' + repr(os.listdir('/z') if os.path.isdir('/z') else []))",
         "scratch folders seen: []"),
@@ -817,3 +819,17 @@ def test_course_zygote_off_starts_every_worker_on_its_own(tmp_path, monkeypatch)
 
     monkeypatch.setenv(zygote.ENV, "off")
     assert zygote.get(tmp_path, {}) is None and zygote.why_not() == "turned off by COURSE_ZYGOTE=off"
+
+
+def test_a_submission_leaves_nothing_for_the_next_one(tmp_path):
+    """Two submissions graded one after the other by the same grader (so, where it runs, by workers of the
+    same zygote): whatever the first writes anywhere it can, the second does not find."""
+    places = ["/leak.py", "/w/leak", "/dev/leak", "/dev/shm/leak", "/dev/pts/leak", "/tmp/leak", "/z/leak",
+              "/w/out/../leak", str(ROOT / "autograder" / "leak.py")]
+    first = ("import os\nfor p in " + repr(places) + ":\n    try:\n        open(p, 'w').write('x')\n"
+             "    except OSError:\n        pass\n")
+    second = ("import os\nraise RuntimeError('left behind: ' + repr([p for p in " + repr(places) + " if os.path.exists(p)]))")
+    a = write(edit(completed(S2), "net", "def conv_block(", first + "\n\ndef conv_block("), tmp_path / "a", NAME2)
+    b = write(edit(completed(S2), "setup", None, second), tmp_path / "b", NAME2)
+    assert _verdicts(grade(a, runs_dirs=[tmp_path / "runs"]))["output"][0]
+    assert "raised RuntimeError: left behind: [] " in _verdicts(grade(b, runs_dirs=[tmp_path / "runs"]))["output"][1]
