@@ -22,7 +22,7 @@ help:
 	@echo "make bench      time to 99.4%: the seed-style pipeline vs the Session 2 references (about 10-15 minutes)"
 	@echo "make bench-epoch  one epoch of each pipeline, side by side"
 	@echo "make bench-threads  one training alone and two on the same cores, under three OpenMP wait settings (about 2 minutes)"
-	@echo "make bench-class  class grading throughput: submissions per minute, plain and on Dask with 1 and 2 workers (about 4 minutes)"
+	@echo "make bench-class  class grading throughput: submissions per minute, plain (with and without the zygote) and on Dask with 1 and 2 workers (about 3 minutes)"
 	@echo "make release    regenerate the student notebooks sessions/ from solutions/ (nbgrader)"
 	@echo "make reproduce  run every solution notebook at full length, the seed sweep, then the reports"
 	@echo "make seeds      train the reference configs over SEEDS (default: 1-10, about 1.5 hours on 2 cores; WORKERS=2 processes) and print min/mean/max"

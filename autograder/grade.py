@@ -410,7 +410,7 @@ class _Job:
                     code, why = _run_worker(argv, outputs, left, log, self.echo, sandboxed=self.level == sandbox.SANDBOX,
                                             retrain=self.retrain, tag=tag, running=self.running,
                                             warm=self._warm(warm, req_path, log))
-                except zygote.Gone as e:   # the zygote died (killed from outside?): workers start one by one
+                except zygote.Gone as e:   # the zygote failed this worker: its items again, in a worker of its own
                     zygote.forget(warm, str(e))
                     continue
                 if code is None:

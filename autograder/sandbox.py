@@ -125,10 +125,10 @@ def zygote_command(root: Path) -> list[str] | None:
     if _bwrap_problem():
         return None
     # the root read-only: its folders (mount points, /w) would otherwise be one writable place for all the
-    # zygote's workers; -P: no current folder on sys.path
+    # zygote's workers (each worker makes every other mount read-only too: autograder.zygote)
     return _base(shutil.which("bwrap")) + ["--bind", str(root), "/z", "--dir", "/w/in", "--dir", "/w/out",
                                            "--dir", "/w/.stage", "--remount-ro", "/", "--chdir", "/",
-                                           sys.executable, "-P", "-m", "autograder.zygote"]
+                                           sys.executable, "-m", "autograder.zygote"]
 
 
 def die_with_parent() -> None:

@@ -3,8 +3,8 @@ for each request, so a worker starts in milliseconds instead of seconds of impor
 
 Grader side, :class:`Zygote`: ``Zygote.start(root, env)`` starts
 
-    bwrap <the worker's sandbox options> --bind ROOT /z --dir /w/in --dir /w/out \\
-        python -m autograder.zygote FD ROOT
+    bwrap <the worker's sandbox options> --bind ROOT /z --dir /w/in --dir /w/out --dir /w/.stage \\
+        --remount-ro / python -m autograder.zygote FD ROOT SELFTEST
 
 (:func:`autograder.sandbox.zygote_command`), where ``ROOT`` is the folder that holds every grade's
 scratch folder. The zygote imports what a worker imports (torch, ``torch.export``, the grader's worker
@@ -14,18 +14,22 @@ worker's log file and a socket of its own; for it the zygote forks
 
 * C1, which enters new user, mount, PID, network, IPC and UTS namespaces; sees its own scratch folder
   only (``in/`` read-only at ``/w/in``, ``out/`` writable at ``/w/out``; every other grade's folder is
-  under an empty read-only tmpfs over ``/z``), a fresh ``/tmp`` and ``/dev/shm``, an empty ``/proc``;
-  and waits;
+  under an empty read-only tmpfs over ``/z``), a fresh ``/tmp``, ``/dev/shm`` and ``/dev/pts``, an
+  empty ``/proc``, and every other mount read-only (bwrap's root, its ``/dev``, any tmpfs it added: they
+  are the same for all workers); and waits;
 * C2, PID 1 of the new PID namespace: starts the worker and reaps; when it ends, the kernel ends
   everything in the namespace, so nothing a submission starts outlives its worker;
-* C3, the worker: no capabilities, ``no_new_privs``, its own session, the request's environment and
-  the log as stdout/stderr; then :func:`autograder.worker.main` exactly as ``python -m
+* C3, the worker: no capabilities, ``no_new_privs``, its own session and session keyring, the
+  request's environment and the log as stdout/stderr; then :func:`autograder.worker.main` exactly as ``python -m
   autograder.worker`` runs it (``__main__`` is the worker module).
 
 C1 reports C3's exit status (negative: killed by that signal, as ``subprocess`` does) on the request's
-socket, and kills the whole namespace when the grader closes that socket or sends ``kill``. Between
+socket, and kills the whole namespace when the grader closes that socket or sends ``kill``. What a
+worker can write (its ``/w/out``, its ``/tmp``, ``/dev/shm``, ``/dev/pts``) ends with it, so between
 submissions nothing is shared but the zygote's memory image, which never ran student code; two
-submissions graded at once cannot see each other's files, processes or sockets.
+submissions graded at once cannot see each other's files, processes or sockets. The zygote's self-test
+checks this on a worker of its own (:func:`self_test_worker`) before it serves any, and
+``tests/test_integrity.py`` attacks it.
 
 Where any step is not possible (an old kernel, user namespaces disabled or restricted, bubblewrap
 missing), :meth:`Zygote.start` returns None with the reason and the grader starts each worker as its own
@@ -51,6 +55,7 @@ from pathlib import Path
 
 Z, W = "/z", "/w"    # where the zygote sees the scratch root, and where a worker sees its own scratch folder
 PROBE = "/tmp/.zygote-probe"   # written in the zygote's /tmp: a worker must not see it
+WRITABLE = ("/tmp", "/dev/shm", "/dev/pts", f"{W}/out")   # a worker's own; every other mount is read-only
 STAGE = "/w/.stage"  # where a worker's namespace keeps the zygote's /tmp while it builds its own (then covered)
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
@@ -93,7 +98,7 @@ def _drop_capabilities() -> None:
     _check(_libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(no_new_privs)")
 
 
-def _enter_namespaces(name: str) -> None:
+def _enter_namespaces(name: str) -> list[str]:
     """C1: new namespaces; only scratch folder ``name`` visible (at /w), a fresh /tmp and /dev/shm."""
     if not name or "/" in name or name in (".", ".."):
         raise OSError(f"bad scratch folder name {name!r}")
@@ -105,27 +110,38 @@ def _enter_namespaces(name: str) -> None:
     Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     _mount(f"{Z}/{name}/in", f"{W}/in", None, MS_BIND)
-    _mount(None, f"{W}/in", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    _read_only(f"{W}/in")
     _mount(f"{Z}/{name}/out", f"{W}/out", None, MS_BIND)
     _mount("tmpfs", Z, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0555")
     _fresh_tmp()
     if Path("/dev/shm").is_dir():
         _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     if Path("/dev/pts").is_dir():   # bwrap's devpts is one for all the zygote's workers
-        _mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
-    _read_only("/dev")              # bwrap's /dev tmpfs too (the root is read-only already: zygote_command)
+        _mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620,max=64")
+    # Everything else read-only: bwrap's root (already, zygote_command), its /dev, the tmpfs it puts over an
+    # installed instructor/ package, any other mount: all of them are one and the same for every worker.
+    for point in _mount_points():
+        if point not in WRITABLE and not (os.statvfs(point).f_flag & MS_RDONLY):
+            _read_only(point)
+    points = _mount_points()
     # The zygote's /proc lists its other workers. A fresh procfs cannot be mounted in a nested namespace under
     # bubblewrap's (the kernel refuses, since bwrap covers parts of its own /proc), so a warm worker has none.
     _mount("tmpfs", "/proc", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0555")
+    return points
 
 
-def _mount_points_under(top: str) -> list[str]:
-    """Mount points strictly inside ``top`` whose parent mount is ``top`` itself, from /proc/self/mountinfo."""
+def _mount_points() -> list[str]:
+    """Every mount point of this mount namespace, once each, from /proc/self/mountinfo (except /proc's own)."""
     def unescape(field: str) -> str:     # mountinfo writes space, tab, newline and backslash as \ooo
         return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
     points = [unescape(line.split()[4]) for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-    inside = [p for p in dict.fromkeys(points) if p.startswith(top + "/")]
+    return [p for p in dict.fromkeys(points) if p != "/proc" and not p.startswith("/proc/")]
+
+
+def _mount_points_under(top: str) -> list[str]:
+    """Mount points strictly inside ``top`` whose parent mount is ``top`` itself."""
+    inside = [p for p in _mount_points() if p.startswith(top + "/")]
     return [p for p in inside if not any(q != p and p.startswith(q + "/") for q in inside)]
 
 
@@ -160,6 +176,17 @@ def _max_fds() -> int:
         return 1 << 16
 
 
+SETUP_FAILED = 197   # C3's exit status when its own set-up failed (before any student code): the grader's fault
+SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}
+
+
+def _leave_session_keyring() -> None:
+    """A new, empty session keyring: the one inherited from the grader is shared with everything it started."""
+    nr = SYS_KEYCTL.get(os.uname().machine)
+    if nr is not None:
+        _libc().syscall(nr, 1, None)     # KEYCTL_JOIN_SESSION_KEYRING, anonymous; best effort
+
+
 def _exit_status(status: int) -> int:
     """A ``waitpid`` status as ``subprocess`` reports it: the exit code, or minus the signal."""
     return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
@@ -167,9 +194,12 @@ def _exit_status(status: int) -> int:
 
 def _worker(request: dict, log_fd: int) -> None:
     """C3: the worker itself; never returns."""
-    code = 1
+    code = SETUP_FAILED
     try:
         _drop_capabilities()
+        signal.signal(signal.SIGINT, signal.default_int_handler)   # as in any Python process (C2 reset them)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        _leave_session_keyring()
         os.setsid()
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
@@ -179,8 +209,9 @@ def _worker(request: dict, log_fd: int) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
+        code = 1
         if request["argv"] == ["--self-test"]:
-            code = self_test_worker()
+            code = self_test_worker(request)
         else:
             from . import worker
 
@@ -228,7 +259,7 @@ def _child(request: dict, log_fd: int, reply: socket.socket) -> None:
     """C1: namespaces, then C2; waits for it or for the grader's kill; never returns."""
     code = 1
     try:
-        _enter_namespaces(request["scratch"])
+        request["mounts"] = _enter_namespaces(request["scratch"])
         status_r, status_w = os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -248,8 +279,10 @@ def _child(request: dict, log_fd: int, reply: socket.socket) -> None:
                 break
             _, status = os.waitpid(pid, 0)
             got = os.read(status_r, 64).decode().strip()
-            exit_status = int(got) if got.lstrip("-").isdigit() else _exit_status(status)
-            reply.sendall(json.dumps({"status": exit_status}).encode())
+            if got.lstrip("-").isdigit():
+                reply.sendall(json.dumps({"status": int(got)}).encode())
+            else:   # C2 ended without the worker's status: not the submission's doing (it cannot signal C2)
+                reply.sendall(json.dumps({"error": f"the worker's init ended ({_exit_status(status)})"}).encode())
             break
         code = 0
     except BaseException as e:  # noqa: BLE001 - reported to the grader, which falls back or fails the item
@@ -288,7 +321,7 @@ def _self_test(name: str) -> str | None:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     log_r, log_w = os.pipe()
     request = {"scratch": scratch.name, "env": {"PATH": os.environ.get("PATH", "")}, "cwd": f"{W}/out",
-               "argv": ["--self-test"]}
+               "argv": ["--self-test"], "zygote_pts": os.stat("/dev/pts").st_dev}
     pid = os.fork()
     if pid == 0:
         a.close()
@@ -321,8 +354,8 @@ def _self_test(name: str) -> str | None:
     return None
 
 
-def self_test_worker() -> int:
-    """What the self-test's worker checks from inside (run as ``worker.main(["--self-test"])``)."""
+def self_test_worker(request: dict) -> int:
+    """What the self-test's worker checks from inside: what a worker sees, what it can write, what it can do."""
     problems = []
     if os.listdir(Z) or os.listdir("/proc"):
         problems.append(f"{Z} or /proc shows {os.listdir(Z) + os.listdir('/proc')}")
@@ -333,7 +366,11 @@ def self_test_worker() -> int:
         pass
     if not (Path(__file__).is_file() and Path(sys.prefix).is_dir()):
         problems.append(f"the grader's files are not there ({__file__}, {sys.prefix})")
-    for shared in ("/", W, "/dev", "/dev/pts", str(Path(__file__).parent)):
+    if os.stat("/dev/pts").st_dev == request["zygote_pts"]:
+        problems.append("/dev/pts is the zygote's")
+    for shared in {"/", W, "/dev", str(Path(__file__).parent), *request["mounts"]} - set(WRITABLE) - {"/proc"}:
+        if not Path(shared).is_dir():
+            continue
         try:
             Path(shared, ".zygote-probe").write_text("x")
             problems.append(f"{shared} is writable (and the zygote's other workers would see it)")
@@ -353,7 +390,7 @@ def self_test_worker() -> int:
     if {name for _, name in socket.if_nameindex()} - {"lo"}:
         problems.append(f"network interfaces: {socket.if_nameindex()}")
     open_fds = []
-    for fd in range(3, _max_fds()):
+    for fd in range(3, min(_max_fds(), 1 << 16)):
         try:
             os.fstat(fd)
             open_fds.append(fd)
@@ -408,7 +445,9 @@ def serve(fd: int, selftest: str) -> int:
 
 # -------------------------------------------------------------------------------------------------- grader side
 class Gone(OSError):
-    """The zygote could not fork a worker (it died); the grader starts that worker on its own."""
+    """The zygote could not give a worker its sandbox or its status (it died, timed out forking, or a step of
+    the worker's set-up failed): the grader's trouble, never the student's. The grader produces that
+    worker's items again in a worker of its own, and stops using the zygote."""
 
 
 class WarmWorker:
@@ -429,8 +468,10 @@ class WarmWorker:
                 reply = json.loads(msg)
                 if "status" in reply:
                     self.returncode = int(reply["status"])
-                elif "error" in reply:   # C1 failed after the fork: as if the worker had exited with an error
-                    self.returncode = 1
+                elif "error" in reply:   # C1 or C2 failed after the fork: the grader's trouble, not the student's
+                    raise Gone(f"the zygote's worker failed: {reply['error']}")
+            if self.returncode == SETUP_FAILED:
+                raise Gone("the worker's own sandbox could not be set up")
         except socket.timeout:
             raise subprocess.TimeoutExpired(self.args, timeout) from None
         except (OSError, ValueError) as e:
@@ -522,7 +563,10 @@ class Zygote:
         """Fork a worker on ``scratch`` (a folder directly in this zygote's root); ``log`` gets its output."""
         if scratch.parent != self.root:
             raise ValueError(f"{scratch} is not in {self.root}")
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError as e:
+            raise Gone(f"no socket for the zygote: {e}") from None
         request = {"scratch": scratch.name, "argv": argv, "env": env, "cwd": cwd}
         try:
             with self.lock:
@@ -564,6 +608,7 @@ def _end(proc: subprocess.Popen) -> None:
 
 
 _ZYGOTES: dict = {}          # key (root, environment) -> its zygote
+_RETIRED: list = []          # zygotes no longer used (died, or failed to fork): closed by shutdown()
 _FAILED: dict = {}           # key -> why its zygote could not start, died or failed to fork: not tried again here
 _LAST: str | None = None
 _LOCK = threading.Lock()
@@ -581,6 +626,7 @@ def get(root: Path, env: dict) -> Zygote | None:
         zygote = _ZYGOTES.get(key)
         if zygote is not None and not zygote.alive():
             del _ZYGOTES[key]
+            zygote.close()
             _FAILED[key] = f"the zygote ended (exit status {zygote.proc.returncode}) {zygote.stderr_tail()}".strip()
             zygote = None
         if zygote is None and key not in _FAILED:
@@ -610,7 +656,10 @@ def _start_in_keeper_thread(root: Path, env: dict, key) -> tuple[Zygote | None, 
         if got[0] is not None:
             got[0].closed.wait()    # until close(); a daemon thread, so it never holds the process up
 
-    threading.Thread(target=keeper, name="zygote-keeper", daemon=True).start()
+    try:
+        threading.Thread(target=keeper, name="zygote-keeper", daemon=True).start()
+    except RuntimeError as e:   # no thread left to start
+        return None, f"the zygote did not start: {e}"
     started.wait()
     return got[0], got[1]
 
@@ -623,6 +672,7 @@ def forget(zygote: Zygote, why: str) -> None:
         _FAILED[zygote.key] = _LAST = why
         if _ZYGOTES.get(zygote.key) is zygote:
             del _ZYGOTES[zygote.key]
+        _RETIRED.append(zygote)
 
 
 def why_not() -> str | None:
@@ -633,9 +683,10 @@ def why_not() -> str | None:
 def shutdown() -> None:
     """End every zygote of this process (and the workers running in them)."""
     with _LOCK:
-        for zygote in _ZYGOTES.values():
+        for zygote in [*_ZYGOTES.values(), *_RETIRED]:
             zygote.close()
         _ZYGOTES.clear()
+        _RETIRED.clear()
 
 
 def main(argv=None) -> int:

@@ -45,6 +45,7 @@ pytestmark = pytest.mark.data
 S2, S3 = "session2/4_bn_dropout", "session3/regularization"
 NAME2, NAME3 = "4_bn_dropout.ipynb", "regularization.ipynb"
 SANDBOXED = sandbox.isolation() == sandbox.SANDBOX
+WARM = SANDBOXED and os.environ.get("COURSE_ZYGOTE", "").lower() not in ("off", "0", "no")   # zygote tests can run
 MARKER = Path("/tmp") / f"judge-ran-student-pickle-{uuid.uuid4().hex}"
 
 BIG = "        self.big = nn.Conv2d(8, 64, 5, padding=2, bias=False)\n"   # 12,800 parameters
@@ -773,7 +774,7 @@ def test_nothing_a_submission_starts_outlives_its_worker(tmp_path):
     assert not sleepers(), "a process the submission started outlived its worker"
 
 
-@pytest.mark.skipif(not SANDBOXED, reason="needs bubblewrap")
+@pytest.mark.skipif(not WARM, reason="needs bubblewrap, and the zygote not turned off (COURSE_ZYGOTE)")
 def test_without_a_zygote_each_worker_is_its_own_sandbox_and_grades_the_same(tmp_path, monkeypatch):
     """Where a zygote cannot start (user namespaces restricted inside bubblewrap, say) the grader starts
     each worker as its own bwrap process, as before, and says why in `zygote.why_not()`."""
@@ -793,7 +794,7 @@ def test_without_a_zygote_each_worker_is_its_own_sandbox_and_grades_the_same(tmp
     assert [(c.id, c.passed, c.message) for c in cold.checks] == [(c.id, c.passed, c.message) for c in warm.checks]
 
 
-@pytest.mark.skipif(not SANDBOXED, reason="needs bubblewrap")
+@pytest.mark.skipif(not WARM, reason="needs bubblewrap, and the zygote not turned off (COURSE_ZYGOTE)")
 def test_a_zygote_that_dies_mid_class_costs_speed_not_grades(tmp_path, monkeypatch):
     """If the zygote cannot fork a worker (it was killed), that worker and every later one start on their own."""
     from autograder import zygote
@@ -833,3 +834,32 @@ def test_a_submission_leaves_nothing_for_the_next_one(tmp_path):
     b = write(edit(completed(S2), "setup", None, second), tmp_path / "b", NAME2)
     assert _verdicts(grade(a, runs_dirs=[tmp_path / "runs"]))["output"][0]
     assert "raised RuntimeError: left behind: [] " in _verdicts(grade(b, runs_dirs=[tmp_path / "runs"]))["output"][1]
+
+
+@pytest.mark.skipif(not WARM, reason="needs bubblewrap, and the zygote not turned off (COURSE_ZYGOTE)")
+def test_a_zygote_killed_while_its_worker_runs_costs_a_rerun_not_points(tmp_path, monkeypatch):
+    """The zygote killed from outside mid-grade (its worker dies with it): the grader produces that worker's
+    items again in a worker of its own, and the grade is the same as an undisturbed one."""
+    from autograder import zygote
+
+    scratch_root = tmp_path / "scratch"
+    monkeypatch.setenv(sandbox.SCRATCH_ROOT_ENV, str(scratch_root))   # a zygote of this test's own
+    monkeypatch.setattr(zygote, "_FAILED", {})
+    slow = edit(completed(S2), "net", "def conv_block(", "import time\ntime.sleep(3)\n\n\ndef conv_block(")
+    path = write(slow, tmp_path / "sub", NAME2)
+    try:
+        undisturbed = grade(path, runs_dirs=[tmp_path / "runs"])
+        with ThreadPoolExecutor(1) as pool:
+            graded = pool.submit(grade, path, runs_dirs=[tmp_path / "runs"])
+            deadline = time.monotonic() + 60
+            while not any(scratch_root.glob("*/in/request-*.json")) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)                                   # the worker is in its sleep
+            (warm,) = [z for z in zygote._ZYGOTES.values() if z.root == scratch_root]
+            os.killpg(warm.proc.pid, signal.SIGKILL)
+            report = graded.result()
+        assert "the zygote" in (zygote.why_not() or ""), zygote.why_not()
+    finally:
+        zygote.shutdown()
+    assert [(c.id, c.passed, c.message) for c in report.checks] == \
+        [(c.id, c.passed, c.message) for c in undisturbed.checks], report.table()
