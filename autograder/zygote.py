@@ -121,7 +121,13 @@ def _enter_namespaces(name: str) -> list[str]:
     # Everything else read-only: bwrap's root (already, zygote_command), its /dev, the tmpfs it puts over an
     # installed instructor/ package, any other mount: all of them are one and the same for every worker.
     for point in _mount_points():
-        if point not in WRITABLE and not (os.statvfs(point).f_flag & MS_RDONLY):
+        if point in WRITABLE or any(point.startswith(covered + "/") for covered in (Z, STAGE)):
+            continue
+        try:
+            writable = not os.statvfs(point).f_flag & MS_RDONLY
+        except FileNotFoundError:   # under a cover (the staged copy of a folder under the old /tmp): out of reach
+            continue
+        if writable:
             _read_only(point)
     points = _mount_points()
     # The zygote's /proc lists its other workers. A fresh procfs cannot be mounted in a nested namespace under

@@ -863,3 +863,29 @@ def test_a_zygote_killed_while_its_worker_runs_costs_a_rerun_not_points(tmp_path
         zygote.shutdown()
     assert [(c.id, c.passed, c.message) for c in report.checks] == \
         [(c.id, c.passed, c.message) for c in undisturbed.checks], report.table()
+
+
+@pytest.mark.skipif(not WARM, reason="needs bubblewrap, and the zygote not turned off (COURSE_ZYGOTE)")
+def test_the_zygote_starts_here_also_with_the_grader_under_tmp(tmp_path):
+    """Where bubblewrap works the zygote must too: a silent fallback would hide a broken zygote behind slower,
+    still-correct grades. Also with the grader's packages under /tmp (a CI clone, the student template),
+    which each worker's fresh /tmp must bind again."""
+    import shutil
+
+    from autograder import zygote
+    from autograder.grade import _worker_env
+
+    (tmp_path / "root").mkdir()
+    z, why = zygote.Zygote.start(tmp_path / "root", _worker_env(Path(zygote.W) / "out"))
+    assert z is not None, why
+    z.close()
+    copy = tmp_path / "grader"
+    for package in ("autograder", "course_utils"):
+        shutil.copytree(ROOT / package, copy / package, ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import sys; from pathlib import Path; from autograder import zygote; from autograder.grade import "
+            "_worker_env\nassert zygote.__file__.startswith(sys.argv[1]), zygote.__file__\n"
+            "z, why = zygote.Zygote.start(Path(sys.argv[2]), _worker_env(Path(zygote.W) / 'out'))\n"
+            "print('started' if z else why)\nz and z.close()")
+    proc = subprocess.run([sys.executable, "-c", code, str(copy), str(tmp_path / "root")], cwd=copy,
+                          env={**os.environ, "PYTHONPATH": str(copy)}, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "started", proc.stdout + proc.stderr
