@@ -242,17 +242,9 @@ def _run_worker(argv: list[str], scratch: Path, timeout: float, log, echo: bool,
 def _kill(proc) -> None:
     """End a worker and everything it started (its own session, or its PID namespace), and reap it."""
     if isinstance(proc, zygote.WarmWorker):
-        proc.kill()
-        try:
-            proc.wait()
-        except zygote.Gone:    # the zygote took it down with it: nothing left to end
-            pass
-    elif proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+        proc.end()
+    else:
+        sandbox.end_session(proc)
 
 
 def _death_reason(code: int | None, why: str, log_path: Path) -> str:

@@ -131,6 +131,16 @@ def zygote_command(root: Path) -> list[str] | None:
                                            sys.executable, "-m", "autograder.zygote"]
 
 
+def end_session(proc: subprocess.Popen) -> None:
+    """End a process started with ``start_new_session`` and everything in its session (SIGKILL), and reap it."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
 def die_with_parent() -> None:
     """Called first thing in the worker: it gets SIGKILL when its parent (the grader, or bwrap's init
     inside the sandbox) dies, even by SIGKILL. Not a ``preexec_fn``, which is unsafe in a grader that

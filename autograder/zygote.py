@@ -53,6 +53,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from . import sandbox
+
 Z, W = "/z", "/w"    # where the zygote sees the scratch root, and where a worker sees its own scratch folder
 PROBE = "/tmp/.zygote-probe"   # written in the zygote's /tmp: a worker must not see it
 WRITABLE = ("/tmp", "/dev/shm", "/dev/pts", f"{W}/out")   # a worker's own; every other mount is read-only
@@ -498,6 +500,14 @@ class WarmWorker:
             except OSError:
                 pass
 
+    def end(self) -> None:
+        """Kill it (its whole PID namespace) and wait for C1 to say so."""
+        self.kill()
+        try:
+            self.wait()
+        except Gone:    # the zygote took it down with it: nothing left to end
+            pass
+
 
 class Zygote:
     """The grader's handle on one zygote (see the module docstring)."""
@@ -518,9 +528,7 @@ class Zygote:
 
     @classmethod
     def start(cls, root: Path, env: dict, key=None, timeout: float = 120) -> tuple[Zygote | None, str | None]:
-        from .sandbox import zygote_command
-
-        argv = zygote_command(root)
+        argv = sandbox.zygote_command(root)
         if argv is None:
             return None, "no sandbox"
         # the self-test's scratch folder, named like any grade's (so a later grader reaps it if this one is killed)
@@ -553,7 +561,7 @@ class Zygote:
         except (OSError, ValueError) as e:
             reply = {"ready": False, "why": f"no answer from the zygote: {e}"}
         if not reply.get("ready"):
-            _end(proc)
+            sandbox.end_session(proc)
             ours.close()
             errors.seek(0)
             err = errors.read().decode(errors="replace").strip().splitlines()
@@ -599,18 +607,9 @@ class Zygote:
         try:
             self.control.close()
         finally:
-            _end(self.proc)
+            sandbox.end_session(self.proc)
             self.errors.close()
             self.closed.set()
-
-
-def _end(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
 
 
 _ZYGOTES: dict = {}          # key (root, environment) -> its zygote
